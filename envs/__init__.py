@@ -1,0 +1,1 @@
+"""envs: the StudentSearch Gymnasium environments, evaluators and the evaluation store."""

@@ -1,0 +1,1 @@
+"""search: agents, Pareto frontiers, reports and the ``kdsearch`` command line."""
