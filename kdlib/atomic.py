@@ -1,0 +1,53 @@
+"""Crash-safe and concurrency-safe writes: build in a private temporary folder, then rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+
+@contextlib.contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; on success it replaces ``final`` in one rename.
+
+    A crash leaves only a ``.tmp-*`` folder that is never read. An existing ``final`` is replaced.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield staging
+        if final.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
+            os.replace(final, retired / final.name)
+            os.replace(staging, final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def lock_for(path: Path) -> FileLock:
+    """An inter-process lock guarding the building of ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{path.name}.lock"))
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON so that readers see either the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        json.dump(value, out, indent=2, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp_name, path)
