@@ -9,10 +9,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # noqa: E402
+import pytest
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 TINY_CORPUS = [
     "a gripping and beautiful film with a great cast",
@@ -26,11 +26,20 @@ TINY_CORPUS = [
 ]
 
 
+USER_KDSEARCH_HOME = os.environ.get("KDSEARCH_HOME")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_kdsearch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unit tests never touch the user's cache; integration tests opt back in with the real one."""
-    if os.environ.get("KDSEARCH_TEST_REAL_HOME") != "1":
+def _isolated_kdsearch_home(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unit tests get an empty private cache; tests marked ``integration`` use the user's real one (real assets)."""
+    if request.node.get_closest_marker("integration") is None:
         monkeypatch.setenv("KDSEARCH_HOME", str(tmp_path_factory.mktemp("kdsearch_home")))
+    elif USER_KDSEARCH_HOME is None:
+        monkeypatch.delenv("KDSEARCH_HOME", raising=False)
+    else:
+        monkeypatch.setenv("KDSEARCH_HOME", USER_KDSEARCH_HOME)
 
 
 def build_tiny_tokenizer(directory: Path) -> BertTokenizerFast:
@@ -42,7 +51,9 @@ def build_tiny_tokenizer(directory: Path) -> BertTokenizerFast:
     wordpiece.train_from_iterator(TINY_CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
     cls_id, sep_id = wordpiece.token_to_id("[CLS]"), wordpiece.token_to_id("[SEP]")
     wordpiece.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     tokenizer = BertTokenizerFast(tokenizer_object=wordpiece, do_lower_case=True)
     tokenizer.save_pretrained(directory)
@@ -77,3 +88,34 @@ def tiny_teacher(tiny_bert_dir: Path) -> BertForSequenceClassification:
     """A fresh, eval-mode copy of the tiny teacher (eager attention so attentions can be read)."""
     model = BertForSequenceClassification.from_pretrained(tiny_bert_dir, attn_implementation="eager")
     return model.eval()
+
+
+POSITIVE = ("a great film", "an absolute delight", "funny warm and wonderfully made", "the best movie of the year")
+NEGATIVE = ("the plot is dull", "boring predictable and far too long", "a mess of a script", "no heart at all")
+
+
+def toy_sentiment_frames(ood_limit: int | None, progress: bool):
+    """Small split frames (grouped by a fake 'movie') and one OOD set, for a registered toy task."""
+    import pandas as pd
+
+    from kdlib.splits import split_by_group, stable_sample
+
+    rows = [
+        (f"{text} number {i}", label, f"movie {i % 20}")
+        for i in range(120)
+        for text, label in [(POSITIVE[i % 4], 1), (NEGATIVE[i % 4], 0)]
+    ]
+    frame = pd.DataFrame(rows, columns=["text", "label", "movie"])
+    ood = pd.DataFrame({"text": [f"{t} indeed" for t in POSITIVE + NEGATIVE], "label": [1] * 4 + [0] * 4})
+    return split_by_group(frame, "movie"), {"echo": stable_sample(ood, ood_limit, ("text",))}, {"split": "toy"}
+
+
+@pytest.fixture
+def toy_task() -> str:
+    """Register the 'toy-sentiment' task (tiny, in memory) and return its name."""
+    from kdlib.tasks import TASKS, TaskDefinition, register_task
+
+    definition = TaskDefinition("toy-sentiment", "toy", ("text",), ("negative", "positive"), toy_sentiment_frames)
+    register_task(definition)
+    yield definition.name
+    TASKS.pop(definition.name, None)
