@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
-import platform
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,11 +20,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-import transformers
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from kdlib.atomic import staging_dir
+from kdlib.environment import environment_info
 from kdlib.quantization import QuantEmbedding, QuantLinear
 
 PROVENANCE_FILE = "kdsearch.json"
@@ -34,19 +32,6 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUT = "logits"
 MIN_OPSET = 18
 DEFAULT_OPSET = 18
-
-
-def environment_info() -> dict[str, Any]:
-    """Versions and hardware of this process: python, torch, transformers, platform, CPUs, CUDA device."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def _check_exportable(model: object) -> None:

@@ -8,7 +8,6 @@ load, is rebuilt rather than trusted.
 from __future__ import annotations
 
 import json
-import platform
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from kdlib.assets import asset_path
 from kdlib.atomic import lock_for, staging_dir, write_json_atomic
 from kdlib.batching import pad_token_id
 from kdlib.device import describe_device, select_device
+from kdlib.environment import environment_info
 from kdlib.evaluation import labels_of, majority_label, score_sets
 from kdlib.finetune import FineTuneRecipe, fine_tune
 from kdlib.hashing import sha256_file, sha256_json
@@ -211,7 +211,7 @@ def _train_and_save(
                 "recipe": recipe.model_dump(),
                 "data_fingerprint": task.fingerprint,
                 "base": str(base_dir),
-                "provenance": provenance(device),
+                "provenance": environment_info() | {"device": describe_device(device)},
             },
         )
     return metrics
@@ -239,15 +239,3 @@ def _score_new_ood_sets(
     manifest = json.loads((target / MANIFEST).read_text())
     write_json_atomic(target / MANIFEST, manifest | {"metrics": metrics})
     return metrics
-
-
-def provenance(device: torch.device) -> dict[str, str]:
-    """Versions and hardware recorded with every result."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-        "device": describe_device(device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }

@@ -1,0 +1,29 @@
+# `make demo` runs the main job on the embedded default; `make test` runs the test suite.
+# Both create or reuse the virtualenv in .venv. GPU machines: add CONSTRAINTS= to install a CUDA build of torch.
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints-cpu.txt
+STAMP := $(VENV)/.kdsearch-installed
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: venv demo test lint
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/kdsearch assets
+	$(BIN)/kdsearch teacher --task rt-polarity
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
