@@ -130,10 +130,11 @@ class KDConfig(_HashedModel):
     ``cosine_weight`` is DistilBERT's cosine loss between last hidden states.
 
     ``temperature_schedule``: ``constant``; ``linear_decay`` anneals from ``temperature`` to 1 over
-    training; ``adaptive`` lets the trainer adjust it from the teacher-student gap.
+    training; ``adaptive`` sets a per-example temperature from the teacher's confidence (see
+    :mod:`kdlib.temperature`).
     ``general_distillation_steps`` > 0 runs that many task-agnostic (intermediate-only) steps first;
     ``progressive`` distils layer by layer bottom-up (MobileBERT). ``augmentation``: ``mask`` replaces
-    random tokens with ``[MASK]``, ``shuffle`` permutes words within a small window, ``ngram`` samples a
+    random tokens with ``[MASK]``, ``shuffle`` permutes word pieces within a small window, ``ngram`` samples a
     random n-gram of the text (Tang et al. 2019).
 
     Budget: ``epochs`` unless ``max_steps`` is set, which then takes precedence (as in HF ``Trainer``).
