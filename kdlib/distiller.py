@@ -77,6 +77,7 @@ from kdlib.losses import (
 )
 from kdlib.specs import KDConfig
 from kdlib.temperature import temperatures
+from kdlib.vocabulary import MappedInputs
 
 INTERMEDIATE_SHARE = 0.5
 WARMUP_SHARE = 0.1
@@ -211,18 +212,6 @@ class _TeacherOutputs:
     values: Tensor | None = None
 
 
-class _MappedInputs(nn.Module):
-    """The student seen through teacher token ids: ``input_ids`` are translated by ``input_id_map`` first."""
-
-    def __init__(self, student: nn.Module, input_id_map: Tensor) -> None:
-        super().__init__()
-        self.student = student
-        self.register_buffer("input_id_map", input_id_map, persistent=False)
-
-    def forward(self, input_ids: Tensor, **kwargs: Tensor) -> object:
-        return self.student(input_ids=self.input_id_map[input_ids], **kwargs)
-
-
 @contextlib.contextmanager
 def _captured_values(model: PreTrainedModel, enabled: bool) -> Iterator[list[Tensor]]:
     """Collect the last encoder layer's value projections ``(batch, seq, width)`` during forwards."""
@@ -344,7 +333,7 @@ class _Distillation:
 
     def student_view(self) -> nn.Module:
         """The student as it reads teacher token ids (for evaluation on the teacher-tokenized sets)."""
-        return self.student if self.input_id_map is None else _MappedInputs(self.student, self.input_id_map)
+        return self.student if self.input_id_map is None else MappedInputs(self.student, self.input_id_map)
 
     def trainable(self, stage: Stage, terms: _Terms) -> list[nn.Parameter]:
         """The parameters a stage trains; the student's others are frozen for its duration."""

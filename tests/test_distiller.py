@@ -22,6 +22,7 @@ from kdlib.tasks import load_task
 from kdlib.teacher_outputs import teacher_logits
 from kdlib.temperature import temperatures
 from kdlib.tokenization import tokenize_task
+from kdlib.vocabulary import vocabulary_map
 
 CPU = torch.device("cpu")
 ALL_INTERMEDIATE = {"hidden_weight": 1.0, "attention_weight": 1.0, "embedding_weight": 1.0}
@@ -300,11 +301,7 @@ def test_trimmed_vocabulary_student_trains_through_the_input_id_map(
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     used = {int(token) for name in ("train", "validation") for ids in sets[name]["input_ids"] for token in ids}
     student, student_tokenizer = trim_vocabulary(small_student(tiny_teacher), tokenizer, used)
-    student_vocab = student_tokenizer.get_vocab()
-    id_map = torch.full((len(tokenizer),), student_tokenizer.unk_token_id, dtype=torch.long)
-    for token, teacher_id in tokenizer.get_vocab().items():
-        if token in student_vocab:
-            id_map[teacher_id] = student_vocab[token]
+    id_map = vocabulary_map(tokenizer, student_tokenizer)
     assert student.config.vocab_size < tiny_teacher.config.vocab_size
     kd = config(augmentation="mask", hidden_weight=1.0)
     before = snapshot(student)
