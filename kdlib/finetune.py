@@ -24,7 +24,7 @@ class FineTuneRecipe(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     learning_rate: float = Field(8e-5, gt=0, le=1)
-    epochs: int = Field(1, ge=1, le=100)
+    epochs: int = Field(2, ge=1, le=100)
     batch_size: int = Field(32, ge=1, le=4096)
     max_length: int = Field(64, ge=8, le=4096)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)

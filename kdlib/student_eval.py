@@ -87,7 +87,7 @@ class StudentEvaluator:
         if max_length not in self._teacher_scores:
             sets = self.tokenized(max_length)
             self._teacher_scores[max_length] = {
-                name: accuracy(self._teacher_logits(sets[name]), labels_of(sets[name]))
+                name: accuracy(self.teacher_logits_for(sets[name]), labels_of(sets[name]))
                 for name in sets
                 if name != "train"
             }
@@ -114,7 +114,8 @@ class StudentEvaluator:
             detail = "".join(traceback.format_exception_only(error)).strip()
             return EvalResult(candidate=candidate, status="failed", error=detail, provenance=self._provenance())
 
-    def _teacher_logits(self, dataset) -> torch.Tensor:
+    def teacher_logits_for(self, dataset) -> torch.Tensor:
+        """The teacher's logits on a tokenized set, computed once and cached on disk."""
         return teacher_logits(
             self.teacher_model,
             self.teacher.key,
@@ -128,7 +129,7 @@ class StudentEvaluator:
         started = time.perf_counter()
         spec, kd = candidate.spec, candidate.kd
         sets = self.tokenized(kd.max_length)
-        train_logits = self._teacher_logits(sets["train"])
+        train_logits = self.teacher_logits_for(sets["train"])
         set_seed(kd.seed)
         calibration = None
         if importance_needed(spec, self.teacher_config):

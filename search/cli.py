@@ -7,23 +7,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from kdlib.assets import AssetError, asset_status, fetch_asset, get_asset
 from kdlib.finetune import FineTuneRecipe, TrainingDivergedError
 from kdlib.tasks import TASKS
 from kdlib.teacher import get_teacher
+from search.console import JsonFlag, console, fail
+from search.distill_cli import distill
+from search.store_cli import store_app
 
 app = typer.Typer(help="Find small, fast BERT students by knowledge distillation and architecture search.")
-console = Console()
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-
-
-def fail(message: str) -> None:
-    """Print an error and exit with status 2 (bad input or unavailable resource)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=2)
+app.add_typer(store_app, name="store")
 
 
 @app.command()
@@ -130,3 +125,11 @@ def teacher(
         console.print(f"[dim]{name}: {note}[/]", highlight=False)
     source = "from cache" if result.from_cache else f"trained in {result.metrics['train_seconds']:.0f} s"
     console.print(f"teacher ({source}, {result.seconds:.1f} s in all): {result.path}", highlight=False)
+
+
+app.command()(distill)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="kdsearch")

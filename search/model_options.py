@@ -1,22 +1,21 @@
-"""Command-line options generated from pydantic models, so every StudentSpec / KDConfig field has a flag."""
+"""Command-line options generated from pydantic models, so every StudentSpec / KDConfig field has a flag.
+
+Each field becomes a typer option (``--field-name``; ``--x/--no-x`` for booleans) that defaults to "not given";
+values are validated by the pydantic model itself, so errors name the field and the allowed values.
+"""
 
 from __future__ import annotations
 
+import inspect
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import click
+import typer
 from pydantic import BaseModel
 
 
-def _choices(annotation: Any) -> tuple[Any, ...] | None:
-    if get_origin(annotation) is Literal:
-        return get_args(annotation)
-    return None
-
-
-def _is_bool(annotation: Any) -> bool:
-    return annotation is bool
+def _is_optional(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
 
 
 def _is_sequence(annotation: Any) -> bool:
@@ -24,35 +23,39 @@ def _is_sequence(annotation: Any) -> bool:
     return any(get_origin(a) is tuple for a in inner)
 
 
-def _is_optional(annotation: Any) -> bool:
-    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
+def _help(name: str, field: Any) -> str:
+    annotation = field.annotation
+    parts = [name.replace("_", " ")]
+    if get_origin(annotation) is Literal:
+        parts.append("one of " + ", ".join(str(choice) for choice in get_args(annotation)))
+    if _is_sequence(annotation):
+        parts.append("comma-separated")
+    if _is_optional(annotation):
+        parts.append("'none' for none")
+    if not field.is_required():
+        parts.append(f"default {field.default}")
+    return "; ".join(parts)
 
 
-def model_options(model: type[BaseModel], prefix: str = "") -> list[click.Option]:
-    """One ``--field-name`` option per field (``--x/--no-x`` for booleans, a choice list for literals)."""
-    options = []
+def model_parameters(model: type[BaseModel], panel: str) -> list[inspect.Parameter]:
+    """Keyword-only parameters, one per field of ``model``, carrying typer options (all default to None)."""
+    parameters = []
     for name, field in model.model_fields.items():
-        flag = f"--{prefix}{name.replace('_', '-')}"
-        annotation = field.annotation
-        default = None if field.is_required() else field.default
-        shown = f" [default: {default}]" if default is not None else ""
-        if _is_bool(annotation):
-            negative = f"--{prefix}no-{name.replace('_', '-')}"
-            options.append(click.Option([f"{flag}/{negative}", name], default=None, help=f"{name}{shown}"))
-            continue
-        choices = _choices(annotation)
-        if choices is not None:
-            kind: click.ParamType = click.Choice([str(choice) for choice in choices])
+        flag = f"--{name.replace('_', '-')}"
+        if field.annotation is bool:
+            option = typer.Option(
+                f"{flag}/--no-{name.replace('_', '-')}", help=_help(name, field), rich_help_panel=panel
+            )
+            annotation: Any = Annotated[bool | None, option]
         else:
-            kind = click.STRING
-        extra = " (comma-separated)" if _is_sequence(annotation) else ""
-        extra += " ('none' for none)" if _is_optional(annotation) else ""
-        options.append(click.Option([flag, name], type=kind, default=None, help=f"{name}{extra}{shown}"))
-    return options
+            option = typer.Option(flag, help=_help(name, field), rich_help_panel=panel, show_default=False)
+            annotation = Annotated[str | None, option]
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+    return parameters
 
 
 def collect_model_values(model: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:
-    """The options of ``model`` that the user gave, converted so pydantic can validate them."""
+    """The fields of ``model`` that the user gave, in a form pydantic validates (tuples split, 'none' -> None)."""
     values: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         raw = given.get(name)
@@ -63,8 +66,9 @@ def collect_model_values(model: type[BaseModel], given: dict[str, Any]) -> dict[
             values[name] = None
         elif isinstance(raw, str) and _is_sequence(annotation):
             values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
-        elif isinstance(raw, str) and (choices := _choices(annotation)) is not None:
-            values[name] = next(choice for choice in choices if str(choice) == raw)
+        elif isinstance(raw, str) and get_origin(annotation) is Literal:
+            choices = {str(choice): choice for choice in get_args(annotation)}
+            values[name] = choices.get(raw, raw)
         else:
             values[name] = raw
     return values

@@ -4,34 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from envs.store import EXPORT_SUFFIXES, STATUSES, EvaluationStore, StoredEvaluation, StoreError
 from kdlib.candidate import Candidate
+from search.console import JsonFlag, console, fail
 
 store_app = typer.Typer(help="Inspect and export an evaluation store.", no_args_is_help=True)
-console = Console()
 StorePath = Annotated[
     Path, typer.Argument(metavar="STORE_PATH", help="The evaluation store (an SQLite file).", show_default=False)
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 KEY_PREFIX_CHARS = 12
-
-
-def _fail(message: str) -> NoReturn:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=2)
 
 
 def _open(path: Path) -> EvaluationStore:
     try:
         return EvaluationStore(path, create=False)
     except StoreError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def candidate_summary(candidate: Candidate) -> str:
@@ -59,7 +52,7 @@ def list_evaluations(
 ) -> None:
     """List the stored evaluations, oldest first."""
     if status is not None and status not in STATUSES:
-        _fail(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        fail(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
     rows = _open(store_path).rows(task=task, status=status)
     if json_output:
         print(json.dumps([row.flat() | {"candidate": row.candidate.model_dump(mode="json")} for row in rows], indent=2))
@@ -85,13 +78,13 @@ def _find(store: EvaluationStore, prefix: str) -> StoredEvaluation:
     try:
         matches = store.match(prefix.lower())
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     if not matches:
-        _fail(f"no evaluation with key prefix {prefix!r} in {store.path}")
+        fail(f"no evaluation with key prefix {prefix!r} in {store.path}")
     if len(matches) > 1:
         keys = ", ".join(row.key[:KEY_PREFIX_CHARS] for row in matches[:5])
         more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
-        _fail(f"key prefix {prefix!r} is ambiguous: it matches {len(matches)} evaluations ({keys}{more})")
+        fail(f"key prefix {prefix!r} is ambiguous: it matches {len(matches)} evaluations ({keys}{more})")
     return matches[0]
 
 
@@ -152,6 +145,6 @@ def export(
 ) -> None:
     """Export every stored evaluation to CSV (flat columns) or JSON Lines (full records)."""
     if out.suffix not in EXPORT_SUFFIXES:
-        _fail(f"output {str(out)!r} must end in {' or '.join(EXPORT_SUFFIXES)}")
+        fail(f"output {str(out)!r} must end in {' or '.join(EXPORT_SUFFIXES)}")
     count = _open(store_path).export(out)
     console.print(f"exported {count} evaluation(s) to {out}", highlight=False)

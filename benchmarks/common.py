@@ -1,0 +1,44 @@
+"""What the benchmarks share: the default teacher and task, the environment line and markdown output."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from kdlib.environment import environment_info
+from kdlib.student_eval import StudentEvaluator
+from kdlib.tasks import load_task
+from kdlib.teacher import get_teacher
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def default_evaluator(task: str = "rt-polarity", progress: bool = False, **options: object) -> StudentEvaluator:
+    """The default teacher of ``task`` (fine-tuned once, then cached) wrapped for candidate evaluation."""
+    teacher = get_teacher(task, progress=progress)
+    return StudentEvaluator(teacher, load_task(task, progress=False), progress=progress, **options)
+
+
+def environment_line() -> str:
+    """One markdown line naming the machine and versions the numbers come from."""
+    info = environment_info()
+    return (
+        f"Machine: {platform.machine()}, {info['cpu_count']} CPUs, torch {info['torch']} "
+        f"({torch.get_num_threads()} threads), transformers {info['transformers']}, Python {info['python']}; "
+        f"device {info['cuda_device'] or 'cpu'}."
+    )
+
+
+def command_line() -> str:
+    """The command that produced the numbers, for the report."""
+    return "python " + " ".join(sys.argv)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Cost of one logit-KD training step with the teacher-logit cache, relative to plain fine-tuning.
+
+The student (2 layers, hidden 192, 6 heads, FFN 768, cut from the rt-polarity teacher) is trained by
+``kdlib.finetune.fine_tune`` (labels only) and by ``kdlib.distiller.distill`` (alpha 0.5, temperature 2) with cached
+teacher logits, and, for reference, with the teacher run online on every batch (no cache). Per-step time is
+measured differentially, (t(2N steps) - t(N steps)) / N, which cancels set-up and the final validation pass; the
+three variants are interleaved and repeated, and the median per-step time of each is reported. Only ratios measured
+in the same run are compared (the machine is shared and noisy).
+
+    .venv/bin/python -m benchmarks.kd_overhead [--steps 40] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
+from kdlib.cutting import cut_student
+from kdlib.distiller import distill
+from kdlib.finetune import FineTuneRecipe, fine_tune
+from kdlib.specs import KDConfig, StudentSpec
+
+SPEC = StudentSpec(
+    num_layers=2,
+    hidden_size=192,
+    num_heads=6,
+    ffn_size=768,
+    head_selection="position",
+    ffn_selection="position",
+    hidden_selection="position",
+)
+BATCH, MAX_LENGTH, LEARNING_RATE = 32, 64, 5e-5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="N: each variant runs N and 2N steps")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    evaluator = default_evaluator()
+    sets = evaluator.tokenized(MAX_LENGTH)
+    train, validation = sets["train"], sets["validation"].select(range(64))
+    cached_logits = evaluator.teacher_logits_for(train)
+    teacher = evaluator.teacher_model
+    torch.manual_seed(0)
+    student = cut_student(teacher, SPEC)
+    device = evaluator.device
+
+    def fine_tuning(steps: int) -> float:
+        recipe = FineTuneRecipe(
+            epochs=1,
+            batch_size=BATCH,
+            max_length=MAX_LENGTH,
+            learning_rate=LEARNING_RATE,
+            max_train_examples=steps * BATCH,
+        )
+        started = time.perf_counter()
+        fine_tune(
+            copy.deepcopy(student), train, validation, recipe, pad_id=evaluator.pad_id, device=device, progress=False
+        )
+        return time.perf_counter() - started
+
+    def distilling(steps: int, logits: torch.Tensor | None) -> float:
+        config = KDConfig(
+            alpha=0.5, temperature=2.0, max_steps=steps, batch_size=BATCH, max_length=MAX_LENGTH, lr=LEARNING_RATE
+        )
+        started = time.perf_counter()
+        outcome = distill(
+            teacher,
+            copy.deepcopy(student),
+            train,
+            validation,
+            config,
+            teacher_logits=logits,
+            pad_id=evaluator.pad_id,
+            device=device,
+            progress=False,
+        )
+        assert outcome.status == "ok", outcome.error
+        assert (outcome.teacher_forward_batches == 0) == (logits is not None)
+        return time.perf_counter() - started
+
+    variants = {
+        "fine-tuning (labels only)": fine_tuning,
+        "logit KD, cached teacher logits": lambda steps: distilling(steps, cached_logits),
+        "logit KD, teacher run online": lambda steps: distilling(steps, None),
+    }
+    per_step: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, run in variants.items():
+            per_step[name].append((run(2 * args.steps) - run(args.steps)) / args.steps)
+    baseline = statistics.median(per_step["fine-tuning (labels only)"])
+    rows = [
+        [
+            name,
+            f"{statistics.median(times) * 1000:.1f}",
+            f"{min(times) * 1000:.1f}-{max(times) * 1000:.1f}",
+            f"{statistics.median(times) / baseline:.2f}",
+        ]
+        for name, times in per_step.items()
+    ]
+    table = markdown_table(["variant", "ms / step (median)", "range", "ratio to fine-tuning"], rows)
+    ratio = statistics.median(per_step["logit KD, cached teacher logits"]) / baseline
+    report = "\n\n".join(
+        [
+            "# KD overhead per training step",
+            f"Command: `{command_line()}` (N = {args.steps}, {args.repeats} interleaved repeats).",
+            environment_line(),
+            f"Student: {SPEC.num_layers} layers, hidden {SPEC.hidden_size}, {SPEC.num_heads} heads, "
+            f"FFN {SPEC.ffn_size}; "
+            f"batch {BATCH}, max length {MAX_LENGTH} (dynamic padding, length-grouped batches); rt-polarity train set.",
+            table,
+            f"Cached logit KD / fine-tuning = **{ratio:.2f}** (target <= 1.2).",
+        ]
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "kd_overhead.md").write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

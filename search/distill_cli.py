@@ -1,0 +1,125 @@
+"""``kdsearch distill``: distil one student with flags for every StudentSpec / KDConfig field (or a config file)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+from transformers import AutoConfig
+
+from kdlib.assets import AssetError
+from kdlib.candidate import Candidate, EvalResult
+from kdlib.specs import KDConfig, StudentSpec
+from kdlib.student_eval import StudentEvaluator
+from kdlib.tasks import TASKS, load_task
+from kdlib.teacher import default_base_dir, get_teacher
+from search.console import JsonFlag, console, fail
+from search.model_options import collect_model_values, model_parameters
+
+
+def read_config_file(path: Path) -> dict[str, dict[str, Any]]:
+    """A YAML or JSON file with optional ``spec`` and ``kd`` mappings (and an optional ``task``)."""
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        fail(f"cannot read config file {path}: {error}")
+    if not isinstance(loaded, dict) or set(loaded) - {"spec", "kd", "task"}:
+        fail(f"config file {path} must be a mapping with keys spec, kd and task; got {sorted(loaded)}")
+    return loaded
+
+
+def build_candidate(teacher_config: Any, spec_values: dict[str, Any], kd_values: dict[str, Any]) -> Candidate:
+    """The candidate from given values; unspecified sizes keep the teacher's (an identity cut)."""
+    spec = StudentSpec.identity(teacher_config, **spec_values)
+    return Candidate(spec=spec, kd=KDConfig(**kd_values))
+
+
+def result_table(result: EvalResult) -> Table:
+    """Student metrics beside the teacher's: accuracy and retention, OOD, latency and speed-ups, size."""
+    table = Table("metric", "student", "teacher", "ratio", title=f"student {result.candidate.content_hash()}")
+    table.add_row(
+        "test accuracy", f"{result.accuracy:.4f}", f"{result.teacher_accuracy:.4f}", f"{result.retention:.1%}"
+    )
+    table.add_row("validation accuracy", f"{result.validation_accuracy:.4f}", "", "")
+    for name, value in result.ood_accuracy.items():
+        teacher = result.teacher_ood_accuracy[name]
+        table.add_row(f"OOD {name}", f"{value:.4f}", f"{teacher:.4f}", f"{value / teacher:.1%}" if teacher else "-")
+    for point in result.latency:
+        table.add_row(
+            f"latency {point.batch}x{point.seq_len} (ms)",
+            f"{point.median_ms:.2f} [{point.p10_ms:.2f}-{point.p90_ms:.2f}]",
+            f"{point.teacher_median_ms:.2f}",
+            f"{point.speedup:.2f}x (FLOPs {point.theoretical_speedup:.2f}x)",
+        )
+    table.add_row(
+        "parameters", f"{result.params_total / 1e6:.2f}M", "", f"non-embedding {result.params_non_embedding / 1e6:.2f}M"
+    )
+    table.add_row("size", f"{result.size_bytes / 1e6:.2f} MB", "", "")
+    table.add_row("training", f"{result.train_seconds:.0f} s", "", "")
+    return table
+
+
+def distill(
+    task: Annotated[
+        str | None, typer.Option(help="Task name (default rt-polarity, or the config file's task).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="YAML/JSON file with 'spec' and 'kd' mappings; flags override it."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(file_okay=False, help="Save the student here (Hugging Face folder + kdsearch.json).")
+    ] = None,
+    json_output: JsonFlag = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    base: Annotated[
+        Path | None, typer.Option(help="Local base model folder for the teacher (default: MiniLM).")
+    ] = None,
+    **values: Any,
+) -> None:
+    """Distil one student from the task's teacher and print its metrics beside the teacher's.
+
+    Every StudentSpec and KDConfig field has a flag; student sizes not given keep the teacher's.
+    """
+    file_values = read_config_file(config) if config else {}
+    task = task or file_values.get("task") or "rt-polarity"
+    if task not in TASKS:
+        fail(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    spec_values = file_values.get("spec", {}) | collect_model_values(StudentSpec, values)
+    kd_values = file_values.get("kd", {}) | collect_model_values(KDConfig, values)
+    try:
+        base_dir = base or default_base_dir(progress=not json_output)
+        base_config = AutoConfig.from_pretrained(base_dir)
+        candidate = build_candidate(base_config, spec_values, kd_values)
+        candidate.spec.validate_against(base_config)
+        teacher = get_teacher(task, base_dir=base_dir, device=device, progress=not json_output)
+        evaluator = StudentEvaluator(teacher, load_task(task, progress=False), device=device, progress=not json_output)
+    except (AssetError, OSError, ValueError) as error:
+        fail(str(error))
+    result = evaluator.evaluate(candidate, out_dir=out)
+    if json_output:
+        print(result.model_dump_json(indent=2))
+    elif result.status == "ok":
+        console.print(result_table(result))
+        if result.student_path:
+            console.print(f"student saved to {result.student_path}", highlight=False)
+    else:
+        console.print(f"[bold red]{result.status}:[/] {result.error}", highlight=False)
+    if result.status != "ok":
+        raise typer.Exit(code=1)
+
+
+_fixed = [
+    p
+    for p in inspect.signature(distill, eval_str=True).parameters.values()
+    if p.kind is not inspect.Parameter.VAR_KEYWORD
+]
+distill.__signature__ = inspect.Signature(
+    [*_fixed, *model_parameters(StudentSpec, "Student"), *model_parameters(KDConfig, "Distillation")]
+)
