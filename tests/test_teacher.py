@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_tiny_bert
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from kdlib import teacher as teacher_module
@@ -48,8 +49,6 @@ def test_second_call_comes_from_cache_without_training(
 
 
 def test_key_changes_with_recipe_and_base(toy_task: str, tiny_bert_dir: Path, tmp_path: Path) -> None:
-    from tests.conftest import build_tiny_bert
-
     task = load_task(toy_task, progress=False)
     key = teacher_module.teacher_key(tiny_bert_dir, task, RECIPE)
     assert key != teacher_module.teacher_key(tiny_bert_dir, task, RECIPE.model_copy(update={"seed": 1}))

@@ -1,0 +1,520 @@
+"""Evaluators turn a Candidate into an EvalResult: the :class:`Evaluator` protocol, a benchmark-table replay
+(:class:`TableEvaluator`) and a regression surrogate fitted on such a table (:class:`SurrogateEvaluator`).
+
+Benchmark tables (CSV or Parquet, chosen by the file suffix) hold one row per candidate; :func:`write_table` writes
+them from EvalResults. Columns:
+
+* ``candidate_hash`` -- ``Candidate.content_hash()``, the lookup key;
+* ``candidate`` -- the Candidate as JSON. When absent, the candidate is rebuilt from the flattened ``spec.<field>``
+  and ``kd.<field>`` columns (always written too, for analysis with pandas);
+* ``task``, ``teacher_key``, ``fidelity`` -- what was measured, equal on every row;
+* ``status``, ``error``, ``accuracy``, ``validation_accuracy``, ``teacher_accuracy``, ``flops``, ``params_total``,
+  ``params_non_embedding``, ``size_bytes``, ``train_seconds``, ``eval_seconds``, ``student_path`` -- as in EvalResult
+  (empty when absent);
+* ``ood_accuracy``, ``teacher_ood_accuracy``, ``latency``, ``provenance`` -- JSON text of those EvalResult fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from kdlib.candidate import Candidate, EvalResult, LatencyPoint
+from kdlib.hashing import sha256_json
+
+META_COLUMNS = ("task", "teacher_key", "fidelity")
+SCALAR_COLUMNS = (
+    "status",
+    "error",
+    "accuracy",
+    "validation_accuracy",
+    "teacher_accuracy",
+    "flops",
+    "params_total",
+    "params_non_embedding",
+    "size_bytes",
+    "train_seconds",
+    "eval_seconds",
+    "student_path",
+)
+INT_COLUMNS = frozenset({"params_total", "params_non_embedding", "size_bytes"})
+JSON_COLUMNS = ("ood_accuracy", "teacher_ood_accuracy", "latency", "provenance")
+TEXT_COLUMNS = ("status", "error", "student_path", *JSON_COLUMNS)
+SUFFIXES = (".csv", ".parquet")
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Anything that evaluates candidates; ``task``, ``teacher_key`` and ``fidelity`` key the evaluation store."""
+
+    fidelity: str
+    task: str
+    teacher_key: str
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        """Evaluate one candidate."""
+        ...
+
+
+class CandidateNotInTableError(LookupError):
+    """A TableEvaluator without fallback was asked for a candidate its table does not hold."""
+
+    def __init__(self, candidate: Candidate, path: Path) -> None:
+        self.candidate = candidate
+        self.path = path
+        spec = candidate.spec
+        super().__init__(
+            f"candidate {candidate.content_hash()} (num_layers={spec.num_layers}, hidden_size={spec.hidden_size}, "
+            f"num_heads={spec.num_heads}, ffn_size={spec.ffn_size}) is not in the table {path}; "
+            "give the TableEvaluator a fallback evaluator to evaluate candidates outside it"
+        )
+
+
+def _suffix(path: Path) -> str:
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: table files must end in one of {SUFFIXES}, not {path.suffix!r}")
+    return path.suffix
+
+
+def _flat_candidate(candidate: Candidate) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for prefix, model in (("spec", candidate.spec), ("kd", candidate.kd)):
+        for name, value in model.model_dump(mode="json").items():
+            flat[f"{prefix}.{name}"] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def result_row(result: EvalResult, task: str, teacher_key: str, fidelity: str) -> dict[str, Any]:
+    """One table row (see the module docstring) for an EvalResult."""
+    data = result.model_dump(mode="json")
+    row: dict[str, Any] = {
+        "candidate_hash": result.candidate.content_hash(),
+        "candidate": result.candidate.model_dump_json(),
+        "task": task,
+        "teacher_key": teacher_key,
+        "fidelity": fidelity,
+    }
+    row.update({name: data[name] for name in SCALAR_COLUMNS})
+    row.update({name: json.dumps(data[name], sort_keys=True) for name in JSON_COLUMNS})
+    row.update(_flat_candidate(result.candidate))
+    return row
+
+
+def write_table(results: Iterable[EvalResult], path: str | Path, *, task: str, teacher_key: str, fidelity: str) -> Path:
+    """Write EvalResults as a benchmark table (CSV or Parquet by suffix), atomically; returns the path."""
+    path = Path(path)
+    suffix = _suffix(path)
+    rows = [result_row(result, task, teacher_key, fidelity) for result in results]
+    if not rows:
+        raise ValueError(f"{path}: no results to write")
+    seen: dict[str, int] = {}
+    for position, row in enumerate(rows):
+        if row["candidate_hash"] in seen:
+            raise ValueError(f"results {seen[row['candidate_hash']]} and {position} hold the same candidate")
+        seen[row["candidate_hash"]] = position
+    frame = pd.DataFrame(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        if suffix == ".csv":
+            frame.to_csv(tmp_name, index=False)
+        else:
+            frame.to_parquet(tmp_name, index=False)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+    return path
+
+
+def _cell(value: Any) -> Any:
+    """A table cell as a plain Python value; missing cells (NaN, None, empty text) become None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value == "":
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class TableEvaluator:
+    """Replays a benchmark table: ``evaluate`` returns the stored result of a candidate, found by content hash.
+
+    A candidate not in the table raises :class:`CandidateNotInTableError`, or goes to ``fallback`` when one is given
+    (its result then carries the fallback's provenance, e.g. ``{"surrogate": ...}``); nothing is ever invented.
+    ``hits`` and ``misses`` count lookups. ``task`` / ``teacher_key`` default to the table's columns; given
+    explicitly, they must match them.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fallback: Evaluator | None = None,
+        task: str | None = None,
+        teacher_key: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.fallback = fallback
+        if _suffix(self.path) == ".csv":
+            text = {name: str for name in ("candidate_hash", "candidate", *META_COLUMNS, *TEXT_COLUMNS)}
+            frame = pd.read_csv(self.path, dtype=text, keep_default_na=False, na_values=[""])
+        else:
+            frame = pd.read_parquet(self.path)
+        self._rows: list[dict[str, Any]] = [
+            {name: _cell(value) for name, value in row.items()} for row in frame.to_dict("records")
+        ]
+        if not self._rows:
+            raise ValueError(f"{self.path}: the table has no rows")
+        meta = {name: self._meta(name) for name in META_COLUMNS}
+        for name, given in (("task", task), ("teacher_key", teacher_key)):
+            if given is not None and meta[name] not in (None, given):
+                raise ValueError(f"{self.path}: the table's {name} is {meta[name]!r}, not {given!r}")
+            meta[name] = given if given is not None else meta[name]
+            if meta[name] is None:
+                raise ValueError(f"{self.path}: the table has no {name!r} column; pass {name}=...")
+        self.task: str = meta["task"]
+        self.teacher_key: str = meta["teacher_key"]
+        self.fidelity: str = meta["fidelity"] if meta["fidelity"] is not None else "table"
+        if fallback is not None and (fallback.task, fallback.teacher_key) != (self.task, self.teacher_key):
+            raise ValueError(
+                f"the fallback evaluates task={fallback.task!r}, teacher_key={fallback.teacher_key!r} but the table "
+                f"holds task={self.task!r}, teacher_key={self.teacher_key!r}"
+            )
+        self._results: dict[int, EvalResult] = {}
+        self._memo: dict[Candidate, EvalResult] = {}
+        self._by_hash: dict[str, int] = {}
+        for position, row in enumerate(self._rows):
+            key = row.get("candidate_hash") or self._materialise(position).candidate.content_hash()
+            if key in self._by_hash:
+                raise ValueError(f"{self.path}: rows {self._by_hash[key]} and {position} both hold candidate {key}")
+            self._by_hash[key] = position
+        self.hits = 0
+        self.misses = 0
+
+    def _meta(self, name: str) -> str | None:
+        values = {row.get(name) for row in self._rows}
+        if len(values) > 1:
+            raise ValueError(f"{self.path}: the table mixes several {name} values {sorted(map(str, values))}")
+        (value,) = values
+        return None if value is None else str(value)
+
+    def _candidate(self, row: Mapping[str, Any], position: int) -> Candidate:
+        if row.get("candidate") is not None:
+            return Candidate.model_validate_json(row["candidate"])
+        parts: dict[str, dict[str, Any]] = {"spec": {}, "kd": {}}
+        for column, value in row.items():
+            prefix, _, name = column.partition(".")
+            if prefix in parts and name:
+                parts[prefix][name] = json.loads(value) if name == "layers" and isinstance(value, str) else value
+        if not parts["spec"]:
+            raise ValueError(f"{self.path}: row {position} has neither a 'candidate' nor 'spec.*' columns")
+        return Candidate.model_validate(parts)
+
+    def _materialise(self, position: int) -> EvalResult:
+        if position in self._results:
+            return self._results[position]
+        row = self._rows[position]
+        try:
+            candidate = self._candidate(row, position)
+            fields: dict[str, Any] = {name: row.get(name) for name in SCALAR_COLUMNS}
+            for name in INT_COLUMNS:
+                if fields[name] is not None:
+                    fields[name] = int(fields[name])
+            for name in JSON_COLUMNS:
+                if row.get(name) is not None:
+                    fields[name] = json.loads(row[name])
+            result = EvalResult(candidate=candidate, **{k: v for k, v in fields.items() if v is not None})
+        except ValueError as error:
+            raise ValueError(f"{self.path}: row {position} is not a valid result: {error}") from error
+        stored = row.get("candidate_hash")
+        if stored is not None and stored != candidate.content_hash():
+            raise ValueError(
+                f"{self.path}: row {position} has candidate_hash {stored} but its candidate hashes to "
+                f"{candidate.content_hash()}; the table is stale or was edited"
+            )
+        self._results[position] = result
+        return result
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, candidate: object) -> bool:
+        return isinstance(candidate, Candidate) and candidate.content_hash() in self._by_hash
+
+    def results(self) -> list[EvalResult]:
+        """Every stored result, in table order."""
+        return [self._materialise(position) for position in range(len(self._rows))]
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        """The stored result of ``candidate``; a miss raises or is delegated to the fallback."""
+        result = self._memo.get(candidate)
+        if result is not None:
+            self.hits += 1
+            return result
+        position = self._by_hash.get(candidate.content_hash())
+        if position is None:
+            self.misses += 1
+            if self.fallback is None:
+                raise CandidateNotInTableError(candidate, self.path)
+            return self.fallback.evaluate(candidate)
+        self.hits += 1
+        result = self._materialise(position)
+        self._memo[candidate] = result
+        return result
+
+
+# ---- surrogate ---------------------------------------------------------------------------------------------------
+
+
+def _fields(candidate: Candidate) -> dict[str, Any]:
+    values = {f"spec.{k}": v for k, v in candidate.spec.model_dump().items()}
+    values.update({f"kd.{k}": v for k, v in candidate.kd.model_dump().items()})
+    return values
+
+
+def _log_encoder_params(candidate: Candidate) -> float:
+    """log of the encoder's weight count ``L * (4 H^2 + 2 H F)`` (attention and feed-forward matrices)."""
+    spec = candidate.spec
+    return math.log(spec.num_layers * (4 * spec.hidden_size**2 + 2 * spec.hidden_size * spec.ffn_size))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _Features:
+    """One-hot of every candidate field that varies in the training rows, plus standardised numeric fields and the
+    standardised log encoder size. Values unseen in training give an all-zero one-hot block."""
+
+    def __init__(self, candidates: Sequence[Candidate]) -> None:
+        columns: dict[str, list[Any]] = {}
+        for candidate in candidates:
+            for name, value in _fields(candidate).items():
+                columns.setdefault(name, []).append(value)
+        self.levels: dict[str, list[Any]] = {}
+        self.numeric: dict[str, tuple[float, float]] = {}
+        for name, values in columns.items():
+            distinct = sorted(set(values), key=repr)
+            if len(distinct) < 2:
+                continue
+            self.levels[name] = distinct
+            if all(_is_number(v) for v in values):
+                self.numeric[name] = (float(np.mean(values)), float(np.std(values)) or 1.0)
+        sizes = [_log_encoder_params(c) for c in candidates]
+        self.size = (float(np.mean(sizes)), float(np.std(sizes)) or 1.0)
+        self.width = sum(len(levels) for levels in self.levels.values()) + len(self.numeric) + 1
+
+    def __call__(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        matrix = np.zeros((len(candidates), self.width))
+        for i, candidate in enumerate(candidates):
+            values = _fields(candidate)
+            column = 0
+            for name, levels in self.levels.items():
+                if values[name] in levels:
+                    matrix[i, column + levels.index(values[name])] = 1.0
+                column += len(levels)
+            for name, (mean, std) in self.numeric.items():
+                matrix[i, column] = (values[name] - mean) / std
+                column += 1
+            matrix[i, column] = (_log_encoder_params(candidate) - self.size[0]) / self.size[1]
+        return matrix
+
+
+def _clip(name: str, values: np.ndarray) -> np.ndarray:
+    return np.clip(values, 0.0, 1.0) if name.startswith(("accuracy", "ood_accuracy/")) else values
+
+
+def _targets(result: EvalResult) -> dict[str, float]:
+    targets: dict[str, float] = {}
+    if result.accuracy is not None:
+        targets["accuracy"] = result.accuracy
+    for name, value in result.ood_accuracy.items():
+        targets[f"ood_accuracy/{name}"] = value
+    for point in result.latency:
+        key = f"{point.batch}x{point.seq_len}"
+        targets[f"log_latency_ms/{key}"] = math.log(point.median_ms)
+        targets[f"log_theoretical_speedup/{key}"] = math.log(point.theoretical_speedup)
+    if result.params_total:
+        targets["log_params_total"] = math.log(result.params_total)
+    return targets
+
+
+@dataclass(frozen=True)
+class _Ridge:
+    x_mean: np.ndarray
+    y_mean: float
+    weights: np.ndarray
+    residual_q10: float
+    residual_q90: float
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, l2: float) -> _Ridge:
+        x_mean, y_mean = x.mean(axis=0), float(y.mean())
+        xc = x - x_mean
+        weights = np.linalg.solve(xc.T @ xc + l2 * np.eye(x.shape[1]), xc.T @ (y - y_mean))
+        residuals = y - (y_mean + xc @ weights)
+        return cls(x_mean, y_mean, weights, float(np.quantile(residuals, 0.1)), float(np.quantile(residuals, 0.9)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.y_mean + (x - self.x_mean) @ self.weights
+
+
+@dataclass(frozen=True)
+class HoldoutError:
+    """Mean absolute error per target on held-out rows, for the surrogate and for predicting the training mean.
+
+    Accuracy targets are in accuracy units; ``log_*`` targets in natural-log units.
+    """
+
+    mae: dict[str, float]
+    baseline_mae: dict[str, float]
+    n_train: int
+    n_test: int
+
+
+class SurrogateEvaluator:
+    """Ridge regression on candidate features predicting accuracy, per-set OOD accuracy, log latency, log
+    theoretical speed-up and log parameter count, fitted on the ``ok`` rows of a benchmark table.
+
+    Predicted results have ``status="ok"``, accuracies clipped to [0, 1], p10/p90 latency from the 10th/90th
+    percentile of the training residuals, teacher metrics equal to the training rows' median, and
+    ``provenance={"surrogate": {...}}`` naming the model and its training data, so they are never taken for
+    measurements. Metrics the table never had are absent.
+    """
+
+    fidelity = "surrogate"
+
+    def __init__(self, task: str, teacher_key: str, l2: float = 1.0) -> None:
+        if not math.isfinite(l2) or l2 <= 0:
+            raise ValueError(f"l2={l2!r} must be a positive finite number")
+        self.task = task
+        self.teacher_key = teacher_key
+        self.l2 = l2
+        self._features: _Features | None = None
+        self._models: dict[str, _Ridge] = {}
+        self._teacher: dict[str, float] = {}
+        self._provenance: dict[str, Any] = {}
+
+    @classmethod
+    def from_table(cls, table: TableEvaluator, l2: float = 1.0) -> SurrogateEvaluator:
+        """A surrogate fitted on every row of a table, for the same task and teacher."""
+        return cls(table.task, table.teacher_key, l2).fit(table.results())
+
+    def fit(self, rows: Sequence[EvalResult]) -> SurrogateEvaluator:
+        """Fit on the ``ok`` rows (at least two needed); returns ``self``."""
+        ok = [row for row in rows if row.status == "ok"]
+        if len(ok) < 2:
+            raise ValueError(f"the surrogate needs at least 2 rows with status 'ok', got {len(ok)} of {len(rows)}")
+        self._features = _Features([row.candidate for row in ok])
+        x = self._features([row.candidate for row in ok])
+        targets = [_targets(row) for row in ok]
+        self._models = {}
+        for name in sorted({name for target in targets for name in target}):
+            present = [i for i, target in enumerate(targets) if name in target]
+            if len(present) >= 2:
+                y = np.array([targets[i][name] for i in present])
+                self._models[name] = _Ridge.fit(x[present], y, self.l2)
+        self._teacher = self._teacher_metrics(ok)
+        self._provenance = {
+            "model": "ridge",
+            "l2": self.l2,
+            "features": self._features.width,
+            "rows": len(ok),
+            "rows_hash": sha256_json(sorted(row.candidate.content_hash() for row in ok))[:16],
+            "targets": sorted(self._models),
+        }
+        return self
+
+    @staticmethod
+    def _teacher_metrics(rows: Sequence[EvalResult]) -> dict[str, float]:
+        values: dict[str, list[float]] = {}
+        for row in rows:
+            if row.teacher_accuracy is not None:
+                values.setdefault("accuracy", []).append(row.teacher_accuracy)
+            for name, value in row.teacher_ood_accuracy.items():
+                values.setdefault(f"ood_accuracy/{name}", []).append(value)
+            for point in row.latency:
+                values.setdefault(f"latency_ms/{point.batch}x{point.seq_len}", []).append(point.teacher_median_ms)
+        return {name: float(np.median(items)) for name, items in values.items()}
+
+    def predict(self, candidates: Sequence[Candidate]) -> list[dict[str, float]]:
+        """Predictions per candidate: target name -> value (accuracies clipped to [0, 1], ``log_*`` in log units)."""
+        if self._features is None:
+            raise RuntimeError("the surrogate is not fitted; call fit(rows) first")
+        x = self._features(candidates)
+        columns = {name: _clip(name, model.predict(x)) for name, model in self._models.items()}
+        return [{name: float(values[i]) for name, values in columns.items()} for i in range(len(candidates))]
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        """A predicted (never measured) result for ``candidate``."""
+        (predicted,) = self.predict([candidate])
+        ood: dict[str, float] = {}
+        latency: list[LatencyPoint] = []
+        for name, value in predicted.items():
+            kind, _, key = name.partition("/")
+            if kind == "ood_accuracy":
+                ood[key] = value
+            elif kind == "log_latency_ms":
+                latency.append(self._latency_point(key, value, predicted))
+        teacher_ood = {name: self._teacher[f"ood_accuracy/{name}"] for name in ood}
+        params = predicted.get("log_params_total")
+        return EvalResult(
+            candidate=candidate,
+            status="ok",
+            accuracy=predicted.get("accuracy"),
+            ood_accuracy=ood,
+            teacher_accuracy=self._teacher.get("accuracy"),
+            teacher_ood_accuracy=teacher_ood,
+            latency=latency,
+            params_total=None if params is None else round(math.exp(params)),
+            provenance={"surrogate": dict(self._provenance)},
+        )
+
+    def _latency_point(self, key: str, log_ms: float, predicted: Mapping[str, float]) -> LatencyPoint:
+        batch, seq_len = (int(part) for part in key.split("x"))
+        model = self._models[f"log_latency_ms/{key}"]
+        median = math.exp(log_ms)
+        teacher = self._teacher[f"latency_ms/{key}"]
+        return LatencyPoint(
+            batch=batch,
+            seq_len=seq_len,
+            median_ms=median,
+            p10_ms=math.exp(log_ms + model.residual_q10),
+            p90_ms=math.exp(log_ms + model.residual_q90),
+            teacher_median_ms=teacher,
+            speedup=teacher / median,
+            theoretical_speedup=math.exp(predicted[f"log_theoretical_speedup/{key}"]),
+        )
+
+    def holdout_error(self, rows: Sequence[EvalResult], fraction: float = 0.2, seed: int = 0) -> HoldoutError:
+        """Fit a fresh surrogate (same settings) on a random ``1 - fraction`` of the ``ok`` rows and report its MAE
+        on the rest, next to the MAE of predicting the training mean. ``self`` is not changed."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction={fraction!r} must be in (0, 1)")
+        ok = [row for row in rows if row.status == "ok"]
+        order = np.random.default_rng(seed).permutation(len(ok))
+        n_test = max(1, round(fraction * len(ok)))
+        if len(ok) - n_test < 2:
+            raise ValueError(f"{len(ok)} ok rows leave fewer than 2 to train on with fraction={fraction}")
+        test = [ok[i] for i in order[:n_test]]
+        train = [ok[i] for i in order[n_test:]]
+        model = SurrogateEvaluator(self.task, self.teacher_key, self.l2).fit(train)
+        predicted = model.predict([row.candidate for row in test])
+        train_targets = [_targets(row) for row in train]
+        mae: dict[str, float] = {}
+        baseline: dict[str, float] = {}
+        for name in model._models:
+            mean = float(np.mean([t[name] for t in train_targets if name in t]))
+            pairs = [(p[name], _targets(row).get(name)) for p, row in zip(predicted, test, strict=True)]
+            pairs = [(guess, truth) for guess, truth in pairs if truth is not None]
+            if pairs:
+                mae[name] = float(np.mean([abs(guess - truth) for guess, truth in pairs]))
+                baseline[name] = float(np.mean([abs(mean - truth) for _, truth in pairs]))
+        return HoldoutError(mae, baseline, len(train), len(test))
