@@ -24,6 +24,15 @@ class Candidate(BaseModel):
         """A stable 16-hex-digit identity of (spec, kd), equal across processes and machines."""
         return sha256_json(self.model_dump(mode="json"))[:16]
 
+    def summary(self) -> str:
+        """A one-line description, e.g. ``L4 H384 A12 F1536 a0.5 T2`` (plus ``w8`` / ``w2`` and ``trim``)."""
+        spec, kd = self.spec, self.kd
+        sizes = f"L{spec.num_layers} H{spec.hidden_size} A{spec.num_heads} F{spec.ffn_size}"
+        text = f"{sizes} a{kd.alpha:g} T{kd.temperature:g}"
+        if spec.weight_bits != 32:
+            text += f" w{spec.weight_bits}"
+        return text + (" trim" if spec.trim_vocab else "")
+
 
 class LatencyPoint(BaseModel):
     """Measured latency of one (batch, sequence length) point, in milliseconds per batch."""

@@ -15,6 +15,7 @@ from kdlib.tasks import TASKS
 from kdlib.teacher import get_teacher
 from search.console import JsonFlag, console, fail
 from search.distill_cli import distill
+from search.pareto_cli import pareto
 from search.store_cli import store_app
 
 app = typer.Typer(help="Find small, fast BERT students by knowledge distillation and architecture search.")
@@ -128,6 +129,7 @@ def teacher(
 
 
 app.command()(distill)
+app.command()(pareto)
 
 
 def main() -> None:

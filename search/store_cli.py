@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from envs.store import EXPORT_SUFFIXES, STATUSES, EvaluationStore, StoredEvaluation, StoreError
-from kdlib.candidate import Candidate
 from search.console import JsonFlag, console, fail
 
 store_app = typer.Typer(help="Inspect and export an evaluation store.", no_args_is_help=True)
@@ -25,14 +24,6 @@ def _open(path: Path) -> EvaluationStore:
         return EvaluationStore(path, create=False)
     except StoreError as error:
         fail(str(error))
-
-
-def candidate_summary(candidate: Candidate) -> str:
-    """A one-line description of a candidate, e.g. ``L4 H384 A12 F1536 a0.5 T2``."""
-    spec, kd = candidate.spec, candidate.kd
-    return (
-        f"L{spec.num_layers} H{spec.hidden_size} A{spec.num_heads} F{spec.ffn_size} a{kd.alpha:g} T{kd.temperature:g}"
-    )
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -68,7 +59,7 @@ def list_evaluations(
             _number(row.mean_ood_accuracy),
             _number(row.latency_ms, 2),
             _params(row.params_total),
-            candidate_summary(row.candidate),
+            row.candidate.summary(),
         )
     console.print(table)
     console.print(f"{len(rows)} evaluation(s) in {store_path}", highlight=False)
@@ -104,7 +95,7 @@ def show(
     result = row.result
     table = Table("field", "value", title=f"evaluation {row.key}", show_header=False)
     fields = {
-        "candidate": f"{candidate_summary(row.candidate)} ({row.candidate_hash})",
+        "candidate": f"{row.candidate.summary()} ({row.candidate_hash})",
         "task": row.task,
         "teacher": row.teacher_key,
         "fidelity": row.fidelity,

@@ -1,0 +1,120 @@
+"""PNG plots of search runs (matplotlib's Agg canvas, no display needed): frontiers and hypervolume curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from kdlib.candidate import EvalResult
+from search.pareto import frontier, get_objective, usable
+
+FIGURE_SIZE = (7.5, 5.0)
+DPI = 120
+
+
+def _figure() -> tuple[Figure, Axes]:
+    figure = Figure(figsize=FIGURE_SIZE, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.grid(alpha=0.3)
+    return figure, axes
+
+
+def _colour(index: int) -> tuple[float, ...]:
+    return matplotlib.colormaps["tab10"](index % 10)
+
+
+def _axis_label(name: str) -> str:
+    objective = get_objective(name)
+    return f"{objective.label}, {'higher' if objective.direction == 'up' else 'lower'} is better"
+
+
+def _save(figure: Figure, axes: Axes, path: str | Path, empty: bool, empty_text: str) -> Path:
+    if empty:
+        axes.text(0.5, 0.5, empty_text, ha="center", va="center", transform=axes.transAxes, color="grey")
+        axes.set_xticks([])
+        axes.set_yticks([])
+    elif axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best", fontsize="small")
+    path = Path(path)
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def plot_frontier(
+    runs: Mapping[str, Sequence[EvalResult]],
+    path: str | Path,
+    teacher: tuple[float, float] | None = None,
+    x: str = "latency",
+    y: str = "accuracy",
+    title: str | None = None,
+) -> Path:
+    """Write a PNG of every run's evaluations in the ``x``-``y`` objective plane and return its path.
+
+    All usable evaluations are faint dots; each run's 2-D frontier over (``x``, ``y``) is drawn as bold points
+    joined by the staircase it dominates, one colour per run. ``teacher`` (natural ``(x, y)`` units) is a star.
+    """
+    x_objective, y_objective = get_objective(x), get_objective(y)
+    if x_objective.name == y_objective.name:
+        raise ValueError(f"x={x!r} and y={y!r} must be different objectives")
+    names = (x_objective.name, y_objective.name)
+    figure, axes = _figure()
+    plotted = 0
+    for index, (run, results) in enumerate(runs.items()):
+        colour = _colour(index)
+        points = usable(results, names)
+        front = frontier(points, names)
+        axes.scatter(
+            [x_objective.read(r) for r in points],
+            [y_objective.read(r) for r in points],
+            s=16,
+            color=colour,
+            alpha=0.25,
+            linewidths=0,
+        )
+        front_x, front_y = [x_objective.read(r) for r in front], [y_objective.read(r) for r in front]
+        axes.step(front_x, front_y, where="post", color=colour, linewidth=1.5)
+        axes.scatter(
+            front_x,
+            front_y,
+            s=42,
+            color=colour,
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+            label=f"{run}: {len(front)} on the frontier of {len(points)}",
+        )
+        plotted += len(points)
+    if teacher is not None:
+        axes.scatter(*teacher, marker="*", s=260, color="gold", edgecolors="black", zorder=4, label="teacher")
+    axes.set_xlabel(_axis_label(x_objective.name))
+    axes.set_ylabel(_axis_label(y_objective.name))
+    axes.set_title(title or f"Pareto frontier: {y_objective.name} vs {x_objective.name}")
+    return _save(figure, axes, path, plotted == 0 and teacher is None, "no usable evaluations")
+
+
+def plot_hypervolume(traces: Mapping[str, Sequence[float]], path: str | Path, title: str | None = None) -> Path:
+    """Write a PNG of each run's hypervolume against the number of evaluations (one line per run, ending in a dot)."""
+    figure, axes = _figure()
+    for index, (run, trace) in enumerate(traces.items()):
+        axes.plot(
+            range(1, len(trace) + 1),
+            trace,
+            drawstyle="steps-post",
+            color=_colour(index),
+            linewidth=1.8,
+            marker="o",
+            markevery=[len(trace) - 1] if trace else [],
+            label=run,
+        )
+    axes.set_xlabel("evaluations")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("hypervolume")
+    axes.set_title(title or "hypervolume during the search")
+    return _save(figure, axes, path, not any(traces.values()), "no evaluations")
