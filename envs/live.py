@@ -1,0 +1,119 @@
+"""The live backend: an :class:`~envs.evaluators.Evaluator` that really distils and measures each candidate.
+
+:class:`LiveEvaluator` loads (or fine-tunes and caches) the teacher and loads the task once, builds one
+:class:`~kdlib.student_eval.StudentEvaluator`, and evaluates candidates at a :mod:`fidelity <envs.fidelity>` level
+through an :class:`~envs.store.EvaluationStore`: a candidate already stored (by this process or any other on the
+host) costs no training, and the store's leases keep concurrent workers from distilling the same one twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from envs.fidelity import Fidelity, apply_fidelity, get_fidelity
+from envs.store import EvaluationStore, evaluation_key
+from kdlib.candidate import Candidate, EvalResult
+from kdlib.finetune import FineTuneRecipe
+from kdlib.latency import LatencyProtocol
+from kdlib.student_eval import DEFAULT_LATENCY, StudentEvaluator
+from kdlib.task_registry import TaskData
+from kdlib.tasks import load_task
+from kdlib.teacher import Teacher, get_teacher
+
+
+class LiveEvaluator:
+    """Distils and measures candidates of one task against one teacher at one fidelity level.
+
+    ``task`` is a registered task name or an already-loaded :class:`~kdlib.task_registry.TaskData`; ``teacher`` an
+    already-built :class:`~kdlib.teacher.Teacher` (then ``teacher_recipe`` and ``base_dir`` must stay None), else
+    :func:`~kdlib.teacher.get_teacher` builds or reuses the cached one. Results are stored in ``store``; without a
+    store they are kept in memory for this evaluator's lifetime. With ``students_dir``, every ``ok`` student is
+    exported to ``students_dir/<evaluation key>``.
+
+    The result's candidate is the one actually trained (the level's budget, see
+    :func:`~envs.fidelity.apply_fidelity`), and its provenance names the level under ``"fidelity"``.
+    ``distillations`` counts candidates trained here; ``reused`` counts results taken from the store (or memory)
+    instead; invalid candidates count in neither, as they are rejected before training.
+    """
+
+    def __init__(
+        self,
+        task: str | TaskData,
+        *,
+        fidelity: str | Fidelity = "low",
+        store: EvaluationStore | None = None,
+        device: str = "auto",
+        teacher: Teacher | None = None,
+        teacher_recipe: FineTuneRecipe | None = None,
+        base_dir: Path | None = None,
+        students_dir: Path | None = None,
+        latency: LatencyProtocol = DEFAULT_LATENCY,
+        progress: bool = True,
+        lease_seconds: float = 60.0,
+    ) -> None:
+        self.fidelity_level = get_fidelity(fidelity)
+        self.fidelity = self.fidelity_level.name
+        task_name = task.name if isinstance(task, TaskData) else task
+        if teacher is None:
+            teacher = get_teacher(task_name, teacher_recipe, base_dir=base_dir, device=device, progress=progress)
+        elif teacher_recipe is not None or base_dir is not None:
+            raise ValueError("pass either a built teacher or teacher_recipe / base_dir to build one, not both")
+        data = task if isinstance(task, TaskData) else load_task(task_name, progress=progress)
+        self.student_evaluator = StudentEvaluator(teacher, data, device=device, latency=latency, progress=progress)
+        self.task = data.name
+        self.teacher_key = teacher.key
+        self.train_size = len(data.splits["train"])
+        self.store = store
+        self.students_dir = Path(students_dir) if students_dir is not None else None
+        self.lease_seconds = lease_seconds
+        self.distillations = 0
+        self.reused = 0
+        self._memory: dict[str, EvalResult] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"LiveEvaluator(task={self.task!r}, teacher_key={self.teacher_key[:16]!r}, "
+            f"fidelity={self.fidelity_level.describe()!r}, store={self.store!r})"
+        )
+
+    def trained_candidate(self, candidate: Candidate) -> Candidate:
+        """``candidate`` with this evaluator's fidelity budget: what is trained and stored."""
+        return apply_fidelity(candidate, self.fidelity_level, train_size=self.train_size)
+
+    def key(self, candidate: Candidate) -> str:
+        """The evaluation-store key of ``candidate`` at this evaluator's task, teacher and fidelity."""
+        return evaluation_key(self.trained_candidate(candidate), self.task, self.teacher_key, self.fidelity)
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        """The stored result of ``candidate`` at this fidelity, or a fresh distillation (stored before returning)."""
+        trained = self.trained_candidate(candidate)
+        key = evaluation_key(trained, self.task, self.teacher_key, self.fidelity)
+        ran: list[EvalResult] = []
+
+        def distil() -> EvalResult:
+            out_dir = self.students_dir / key if self.students_dir is not None else None
+            result = self.student_evaluator.evaluate(trained, out_dir=out_dir)
+            level = self.fidelity_level
+            recorded = {"name": level.name, "max_steps": level.max_steps, "epochs": level.epochs}
+            result = result.model_copy(update={"provenance": result.provenance | {"fidelity": recorded}})
+            ran.append(result)
+            return result
+
+        if self.store is None:
+            result = self._memory.get(key)
+            if result is None:
+                result = self._memory[key] = distil()
+        else:
+            result = self.store.get_or_evaluate(
+                key,
+                distil,
+                task=self.task,
+                teacher_key=self.teacher_key,
+                fidelity=self.fidelity,
+                lease_seconds=self.lease_seconds,
+            )
+        if not ran:
+            self.reused += 1
+        elif ran[0].status != "invalid":
+            self.distillations += 1
+        return result
