@@ -1,0 +1,309 @@
+"""The search budget and the agents on the toy benchmark table (TOY TEST DATA, see tests/toy_table.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from toy_table import TOY_SPACE, TOY_TEACHER, toy_results, write_toy_table
+
+from envs.evaluators import TableEvaluator
+from envs.rewards import WeightedReward
+from envs.space import SearchSpace
+from envs.store import EvaluationStore, evaluation_key
+from kdlib.candidate import Candidate, EvalResult
+from search.agents import AGENTS, Agent, make_agent, register_agent
+from search.agents.evolution import STATE_FILE, mutate
+from search.budget import HISTORY_FILE, BudgetedEvaluator, BudgetExhausted, Evaluation
+
+REWARD = WeightedReward(w_acc=1.0, w_speed=0.1)
+NAMES = ["random", "evolution", "ppo", "maskable-ppo"]
+OPTIONS: dict[str, dict[str, int]] = {"evolution": {"population_size": 6, "sample_size": 3}}
+# Four valid candidates (num_layers 1..4; 5 exceeds the toy teacher), all in the toy table.
+TINY_SPACE = SearchSpace(
+    TOY_TEACHER,
+    {"num_layers": [1, 2, 3, 4, 5]},
+    {"hidden_size": 32, "num_heads": 4, "ffn_size": 64, "init": "teacher", "weight_bits": 32, "alpha": 0.5}
+    | {"max_steps": 100},
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny policies train faster on one thread than on several contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> TableEvaluator:
+    return TableEvaluator(write_toy_table(tmp_path_factory.mktemp("toy") / "toy.csv"))
+
+
+class CountingEvaluator:
+    """Stands in for the live evaluator: results go through an evaluation store; ``calls`` counts the real ones."""
+
+    def __init__(self, table: TableEvaluator, store: EvaluationStore, task: str | None = None) -> None:
+        self.table, self.store = table, store
+        self.task, self.teacher_key, self.fidelity = task or table.task, table.teacher_key, table.fidelity
+        self.calls = 0
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        def real() -> EvalResult:
+            self.calls += 1
+            return self.table.evaluate(candidate)
+
+        key = evaluation_key(candidate, self.task, self.teacher_key, self.fidelity)
+        return self.store.get_or_evaluate(
+            key, real, task=self.task, teacher_key=self.teacher_key, fidelity=self.fidelity
+        )
+
+
+def counting(table: TableEvaluator, directory: Path) -> CountingEvaluator:
+    return CountingEvaluator(table, EvaluationStore(directory / "store.sqlite"))
+
+
+def run(
+    name: str,
+    evaluator: CountingEvaluator | TableEvaluator,
+    budget: int,
+    run_dir: Path,
+    seed: int = 0,
+    space: SearchSpace = TOY_SPACE,
+    **options: int,
+) -> BudgetedEvaluator:
+    budgeted = BudgetedEvaluator(evaluator, budget, reward=REWARD, history_path=run_dir / HISTORY_FILE)
+    make_agent(name, **(OPTIONS.get(name, {}) | options)).run(budgeted, space, run_dir, seed=seed)
+    return budgeted
+
+
+def first_candidates(count: int) -> list[Candidate]:
+    return [TOY_SPACE.decode(choices) for choices, _ in zip(TOY_SPACE.enumerate_valid(), range(count), strict=False)]
+
+
+def hashes(budgeted: BudgetedEvaluator) -> list[str]:
+    return [entry.candidate.content_hash() for entry in budgeted.history]
+
+
+# ---- the budget ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [0, -3, 1.5, True, "5"])
+def test_a_budget_below_one_is_refused(table: TableEvaluator, budget: object) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"budget={budget!r} must be an int of at least 1")):
+        BudgetedEvaluator(table, budget)  # type: ignore[arg-type]
+
+
+def test_repeats_are_free_and_new_candidates_past_the_budget_raise(table: TableEvaluator, tmp_path: Path) -> None:
+    evaluator = counting(table, tmp_path)
+    seen: list[Evaluation] = []
+    budgeted = BudgetedEvaluator(evaluator, 3, seen.append, reward=REWARD)
+    a, b, c, d = first_candidates(4)
+    first = budgeted.evaluate(a)
+    assert budgeted.evaluate(a) is first and budgeted.repeats == 1
+    budgeted.evaluate(b)
+    budgeted.evaluate(c)
+    assert (evaluator.calls, budgeted.spent, budgeted.remaining, len(seen)) == (3, 3, 0, 3)
+    with pytest.raises(BudgetExhausted, match="budget of 3 distinct evaluations is spent") as raised:
+        budgeted.evaluate(d)
+    assert raised.value.candidate == d and evaluator.calls == 3
+    assert budgeted.evaluate(b).candidate == b and evaluator.calls == 3
+    assert [entry.candidate for entry in budgeted.history] == [a, b, c] == [entry.candidate for entry in seen]
+    assert budgeted.results() == [entry.result for entry in seen]
+    assert budgeted.best == max(seen, key=lambda entry: entry.reward) and a in budgeted and d not in budgeted
+    assert budgeted.lookup(c) == seen[2] and seen[2].reward == REWARD(seen[2].result)
+
+
+def test_the_ledger_carries_the_budget_into_a_resumed_run(table: TableEvaluator, tmp_path: Path) -> None:
+    path = tmp_path / "run" / HISTORY_FILE
+    a, b, c, d = first_candidates(4)
+    first = BudgetedEvaluator(counting(table, tmp_path), 2, reward=REWARD, history_path=path)
+    first.evaluate(a)
+    first.evaluate(b)
+    evaluator = CountingEvaluator(table, EvaluationStore(tmp_path / "other.sqlite"))
+    resumed = BudgetedEvaluator(evaluator, 3, reward=REWARD, history_path=path)
+    assert (resumed.spent, resumed.remaining, resumed.best) == (2, 1, first.best)
+    assert resumed.evaluate(a) == first.history[0].result and evaluator.calls == 0
+    resumed.evaluate(c)
+    assert evaluator.calls == 1 and [e.candidate for e in resumed.history] == [a, b, c]
+    with pytest.raises(BudgetExhausted):
+        resumed.evaluate(d)
+    with pytest.raises(ValueError, match="budget=2 is below the 3 evaluations already recorded"):
+        BudgetedEvaluator(table, 2, history_path=path)
+    with pytest.raises(ValueError, match=r"'task': 'toy-task'.*use a new run directory"):
+        BudgetedEvaluator(CountingEvaluator(table, evaluator.store, task="other"), 5, history_path=path)
+    with path.open("a", encoding="utf-8") as out:
+        out.write('{"candidate": {"spec"')
+    assert BudgetedEvaluator(table, 5, reward=REWARD, history_path=path).spent == 3
+    assert path.read_text(encoding="utf-8").endswith("}\n")
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join([*lines[:2], "not json\n", *lines[2:]]), encoding="utf-8")
+    with pytest.raises(ValueError, match="line 3 is not a ledger entry"):
+        BudgetedEvaluator(table, 5, history_path=path)
+
+
+# ---- every agent -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_agent_spends_exactly_the_budget(table: TableEvaluator, tmp_path: Path, name: str) -> None:
+    evaluator = counting(table, tmp_path)
+    budgeted = run(name, evaluator, 12, tmp_path / "run")
+    assert budgeted.spent == len(set(hashes(budgeted))) == evaluator.calls == 12
+    assert all(TOY_SPACE.encode(entry.candidate) for entry in budgeted.history)
+    assert len((tmp_path / "run" / HISTORY_FILE).read_text(encoding="utf-8").splitlines()) == 1 + 12
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_agent_stops_when_every_valid_candidate_is_evaluated(
+    table: TableEvaluator, tmp_path: Path, name: str
+) -> None:
+    options = {"population_size": 2, "sample_size": 2, "patience": 2} if name == "evolution" else {}
+    budgeted = run(name, table, 10, tmp_path, space=TINY_SPACE, **options)
+    assert sorted(TINY_SPACE.encode(entry.candidate) for entry in budgeted.history) == [(0,), (1,), (2,), (3,)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeded_runs_are_reproducible(table: TableEvaluator, tmp_path: Path, name: str) -> None:
+    first, again, other = (run(name, table, 10, tmp_path / str(k), seed=seed) for k, seed in enumerate([1, 1, 2]))
+    assert hashes(first) == hashes(again) != hashes(other)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_resumed_run_reuses_every_recorded_evaluation(table: TableEvaluator, tmp_path: Path, name: str) -> None:
+    evaluator = counting(table, tmp_path)
+    first = run(name, evaluator, 10, tmp_path / "run")
+    evaluator_again = CountingEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"))
+    resumed = run(name, evaluator_again, 20, tmp_path / "run")
+    assert evaluator.calls + evaluator_again.calls == 20 and resumed.spent == 20
+    assert hashes(resumed)[:10] == hashes(first) and len(set(hashes(resumed))) == 20
+    if name in ("random", "evolution"):
+        assert hashes(resumed) == hashes(run(name, table, 20, tmp_path / "straight"))
+    else:
+        assert sorted(path.name for path in (tmp_path / "run" / "logs").iterdir()) == ["session-1", "session-2"]
+
+
+def test_resuming_with_other_settings_is_refused(table: TableEvaluator, tmp_path: Path) -> None:
+    run("evolution", table, 3, tmp_path)
+    with pytest.raises(ValueError, match=r"other settings .*seed: 0 then, 1 now"):
+        run("evolution", table, 6, tmp_path, seed=1)
+    with pytest.raises(ValueError, match=r"options: .*'population_size': 6.* then, .*'population_size': 7"):
+        run("evolution", table, 6, tmp_path, population_size=7)
+    with pytest.raises(ValueError, match="agent: 'evolution' then, 'random' now"):
+        run("random", table, 6, tmp_path)
+
+
+# ---- regularized evolution -------------------------------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_mutation_changes_one_dimension_to_a_valid_choice(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    parent = TOY_SPACE.sample(rng)
+    child = mutate(TOY_SPACE, parent, rng)
+    assert TOY_SPACE.is_valid(child) and sum(p != c for p, c in zip(parent, child, strict=True)) == 1
+
+
+def test_evolution_beats_the_median_candidate(table: TableEvaluator, tmp_path: Path) -> None:
+    median = float(np.median([REWARD(result) for result in toy_results()]))
+    budgeted = run("evolution", table, 30, tmp_path, population_size=10, sample_size=3)
+    assert budgeted.spent == 30 and budgeted.best is not None and budgeted.best.reward > median
+
+
+def test_evolution_state_is_json_and_needs_its_ledger(table: TableEvaluator, tmp_path: Path) -> None:
+    budgeted = run("evolution", table, 9, tmp_path)
+    state = json.loads((tmp_path / STATE_FILE).read_text(encoding="utf-8"))
+    assert state["evaluations"] == 9 and state["cycles"] >= 9 and len(state["population"]) == 6
+    assert [tuple(member) for member in state["population"]] == [
+        TOY_SPACE.encode(entry.candidate) for entry in budgeted.history[-6:]
+    ]
+    without_ledger = BudgetedEvaluator(table, 12, reward=REWARD)
+    with pytest.raises(ValueError, match="written after 9 evaluations but the ledger holds 0"):
+        make_agent("evolution", **OPTIONS["evolution"]).run(without_ledger, TOY_SPACE, tmp_path)
+
+
+def test_evolution_resumes_exactly_when_the_ledger_is_ahead_of_the_checkpoint(
+    table: TableEvaluator, tmp_path: Path
+) -> None:
+    run("evolution", table, 9, tmp_path / "run")
+    checkpoint = (tmp_path / "run" / STATE_FILE).read_text(encoding="utf-8")
+    run("evolution", table, 10, tmp_path / "run")
+    (tmp_path / "run" / STATE_FILE).write_text(checkpoint, encoding="utf-8")  # as if killed before the checkpoint
+    evaluator = counting(table, tmp_path)
+    resumed = run("evolution", evaluator, 20, tmp_path / "run")
+    assert evaluator.calls == 10 and hashes(resumed) == hashes(run("evolution", table, 20, tmp_path / "straight"))
+
+
+# ---- PPO and MaskablePPO ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ppo", "maskable-ppo"])
+def test_rl_agents_finish_the_budget_and_save_a_model_that_loads(
+    table: TableEvaluator, tmp_path: Path, name: str
+) -> None:
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
+
+    from search.agents.rl import MODEL_FILE, TENSORBOARD
+
+    budgeted = run(name, table, 30, tmp_path)
+    assert budgeted.spent == 30
+    model = (PPO if name == "ppo" else MaskablePPO).load(tmp_path / MODEL_FILE, device="cpu")
+    assert model.num_timesteps > 0 and model.gamma == 1.0 and model.gae_lambda == 1.0
+    progress = (tmp_path / "logs" / "session-1" / "progress.csv").read_text(encoding="utf-8")
+    assert "search/evaluations" in progress.splitlines()[0]
+    assert (tmp_path / "tensorboard").exists() == TENSORBOARD
+
+
+@pytest.mark.parametrize("name", ["ppo", "maskable-ppo"])
+def test_patience_ends_a_policy_that_only_repeats(table: TableEvaluator, tmp_path: Path, name: str) -> None:
+    budgeted = run(name, table, 10, tmp_path, space=TINY_SPACE, patience=1)
+    assert 1 <= budgeted.spent < TINY_SPACE.num_valid() and (tmp_path / "model.zip").exists()
+
+
+def test_rl_options_are_checked(tmp_path: Path, table: TableEvaluator) -> None:
+    with pytest.raises(ValueError, match=r"gamma=1\.5 must lie in"):
+        make_agent("ppo", gamma=1.5)
+    with pytest.raises(ValueError, match=r"n_steps=8 \(8 candidates x 1 steps\) must split into minibatches=3"):
+        run("ppo", table, 5, tmp_path, minibatches=3)
+    assert not tmp_path.joinpath("agent.json").exists()
+    assert run("ppo", table, 5, tmp_path, minibatches=4).spent == 5
+
+
+# ---- the registry ----------------------------------------------------------------------------------------------
+
+
+def test_the_registry_builds_agents_and_takes_new_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown agent 'dnas'; registered agents: \['evolution', 'maskable-ppo'"):
+        make_agent("dnas")
+    with pytest.raises(ValueError, match="sample_size=9 must not exceed population_size=4"):
+        make_agent("evolution", population_size=4, sample_size=9)
+    with pytest.raises(ValueError, match=r"make_agent\('random', ...\): RandomSearch\(\) takes no arguments"):
+        make_agent("random", bogus=1)
+
+    class Idle(Agent):
+        name = "idle"
+
+        def options(self) -> dict[str, int]:
+            return {}
+
+        def search(self, budgeted: BudgetedEvaluator, space: SearchSpace, run_dir: Path, seed: int) -> None:
+            return None
+
+    try:
+        register_agent("idle", Idle)
+        assert isinstance(make_agent("idle"), Idle)
+        with pytest.raises(ValueError, match="an agent named 'random' is already registered"):
+            register_agent("random", Idle)
+    finally:
+        AGENTS.pop("idle", None)
