@@ -34,7 +34,7 @@ def environment_line() -> str:
 
 def command_line() -> str:
     """The command that produced the numbers, for the report."""
-    return "python " + " ".join(sys.argv)
+    return "python " + " ".join(sys.orig_argv[1:])
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -17,20 +17,28 @@ from benchmarks.common import RESULTS, command_line, default_evaluator, environm
 from kdlib.candidate import Candidate, EvalResult
 from kdlib.specs import KDConfig, StudentSpec
 
-STUDENTS: dict[str, StudentSpec] = {
-    "4L-H384": StudentSpec(num_layers=4, hidden_size=384, num_heads=12, ffn_size=1536),
-    "3L-H384": StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536),
-    "2L-H192": StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768),
-    "2L-H192-trimmed-vocab": StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768, trim_vocab=True),
-    "1L-H128": StudentSpec(num_layers=1, hidden_size=128, num_heads=4, ffn_size=512),
-    "3L-H384-int8": StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536, weight_bits=8),
-    "3L-H384-ternary": StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536, weight_bits=2),
+TINYBERT = {"hidden_weight": 1.0, "attention_weight": 1.0, "embedding_weight": 1.0}
+STUDENTS: dict[str, tuple[StudentSpec, dict[str, object]]] = {
+    "4L-H384": (StudentSpec(num_layers=4, hidden_size=384, num_heads=12, ffn_size=1536), {}),
+    "3L-H384": (StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536), {}),
+    "2L-H384-F384": (StudentSpec(num_layers=2, hidden_size=384, num_heads=12, ffn_size=384), {}),
+    "2L-H192": (StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768), {}),
+    "2L-H192-TinyBERT": (StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768), TINYBERT),
+    "2L-H192-trimmed-vocab": (
+        StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768, trim_vocab=True),
+        {},
+    ),
+    "3L-H192": (StudentSpec(num_layers=3, hidden_size=192, num_heads=6, ffn_size=768), {}),
+    "1L-H128": (StudentSpec(num_layers=1, hidden_size=128, num_heads=4, ffn_size=512), {}),
+    "3L-H384-int8": (StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536, weight_bits=8), {}),
+    "3L-H384-ternary": (StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536, weight_bits=2), {}),
 }
 
 
-def kd_config(epochs: float) -> KDConfig:
-    """Logit KD (Hinton) recipe shared by every student row."""
-    return KDConfig(alpha=0.5, temperature=2.0, epochs=epochs, lr=2e-4, batch_size=32, max_length=64, seed=0)
+def kd_config(epochs: float, **overrides: object) -> KDConfig:
+    """The recipe shared by every student row: logit KD (Hinton), plus a row's overrides (e.g. TinyBERT losses)."""
+    base = {"alpha": 0.5, "temperature": 2.0, "epochs": epochs, "lr": 2e-4, "batch_size": 32, "max_length": 64}
+    return KDConfig(**(base | overrides))
 
 
 def row(name: str, result: EvalResult) -> dict[str, object]:
@@ -100,7 +108,8 @@ def main() -> None:
     evaluator = default_evaluator(progress=True)
     rows = []
     for name in args.only or STUDENTS:
-        result = evaluator.evaluate(Candidate(spec=STUDENTS[name], kd=kd_config(args.epochs)))
+        spec, overrides = STUDENTS[name]
+        result = evaluator.evaluate(Candidate(spec=spec, kd=kd_config(args.epochs, **overrides)))
         if result.status != "ok":
             raise SystemExit(f"{name}: {result.status}: {result.error}")
         if not rows:
@@ -130,7 +139,8 @@ def main() -> None:
             "# Accuracy retention and speed-up on rt-polarity",
             f"Command: `{command_line()}`.",
             environment_line(),
-            f"KD recipe for every student: {kd_config(args.epochs).model_dump_json()}.",
+            f"KD recipe for every student: {kd_config(args.epochs).model_dump_json()}; rows named TinyBERT add "
+            f"{TINYBERT} (TinyBERT intermediate losses, teacher run online).",
             "Students are cut from the teacher (layers uniform, heads / FFN / hidden dims by gradient importance). "
             "Latency: median of the fixed protocol, 1 thread, in the same process as the teacher's; the FLOPs "
             "speed-up is the analytical ratio. int8 = dynamic int8 linear layers (scored and timed as deployed); "

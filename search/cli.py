@@ -16,6 +16,7 @@ from kdlib.teacher import get_teacher
 from search.console import JsonFlag, console, fail
 from search.distill_cli import distill
 from search.pareto_cli import pareto
+from search.search_cli import export, search
 from search.store_cli import store_app
 
 app = typer.Typer(help="Find small, fast BERT students by knowledge distillation and architecture search.")
@@ -130,6 +131,8 @@ def teacher(
 
 app.command()(distill)
 app.command()(pareto)
+app.command()(search)
+app.command()(export)
 
 
 def main() -> None:

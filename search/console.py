@@ -13,5 +13,5 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 def fail(message: str) -> NoReturn:
     """Print an error and exit with status 2 (bad input or unavailable resource)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=2)

@@ -1,0 +1,93 @@
+"""The settings of a search run: validated, saved in the run folder, and compared on resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from envs.fidelity import FIDELITIES
+from envs.rewards import REWARDS
+from kdlib.tasks import TASKS
+from search.agents import AGENTS
+
+CONFIG_FILE = "config.yaml"
+RESUMABLE_CHANGES = frozenset({"budget", "out", "workers", "ray_address"})
+
+
+class SearchConfig(BaseModel):
+    """Everything `kdsearch search` needs; a YAML file with these keys works as ``--config``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = "rt-polarity"
+    agent: str = "evolution"
+    budget: int = Field(8, ge=1)
+    backend: Literal["live", "table", "surrogate"] = "live"
+    fidelity: str = "low"
+    reward: str = "weighted"
+    reward_options: dict[str, Any] = Field(default_factory=dict)
+    agent_options: dict[str, Any] = Field(default_factory=dict)
+    workers: int = Field(1, ge=1)
+    ray_address: str | None = None
+    gpus_per_eval: float = Field(0.0, ge=0)
+    seed: int = 0
+    table: Path | None = None
+    space: Path | None = None
+    max_length: int = Field(64, ge=8)
+    out: Path | None = None
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; known tasks: {', '.join(sorted(TASKS))}")
+        return value
+
+    @field_validator("agent")
+    @classmethod
+    def _known_agent(cls, value: str) -> str:
+        if value not in AGENTS:
+            raise ValueError(f"unknown agent {value!r}; known agents: {', '.join(sorted(AGENTS))}")
+        return value
+
+    @field_validator("fidelity")
+    @classmethod
+    def _known_fidelity(cls, value: str) -> str:
+        if value not in FIDELITIES:
+            raise ValueError(f"unknown fidelity {value!r}; known fidelities: {', '.join(FIDELITIES)}")
+        return value
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, value: str) -> str:
+        if value not in REWARDS:
+            raise ValueError(f"unknown reward {value!r}; known rewards: {', '.join(sorted(REWARDS))}")
+        return value
+
+    def run_dir(self) -> Path:
+        """``out``, or ``results/runs/<task>-<agent>-<backend>-seed<seed>``."""
+        return self.out or Path("results") / "runs" / f"{self.task}-{self.agent}-{self.backend}-seed{self.seed}"
+
+    def differences(self, other: SearchConfig) -> list[str]:
+        """Fields (other than those a resume may change) whose values differ, as ``name: old -> new``."""
+        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
+        return [
+            f"{name}: {mine[name]!r} -> {theirs[name]!r}"
+            for name in mine
+            if name not in RESUMABLE_CHANGES and mine[name] != theirs[name]
+        ]
+
+    def save(self, run_dir: Path) -> None:
+        """Write ``config.yaml`` into the run folder."""
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> SearchConfig:
+        """Read a YAML config (a run folder's ``config.yaml`` or a user's ``--config`` file)."""
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of search settings, got {type(data).__name__}")
+        return cls(**data)

@@ -1,0 +1,206 @@
+"""``kdsearch search`` (run or resume a search into a run folder) and ``kdsearch export`` (save a frontier student)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from tqdm.auto import tqdm
+from transformers import AutoConfig
+
+from envs.evaluators import Evaluator, SurrogateEvaluator, TableEvaluator
+from envs.live import LiveEvaluator
+from envs.ray_evaluator import RayEvaluator
+from envs.rewards import make_reward
+from envs.space import DEFAULT_FIXED, SearchSpace
+from envs.store import EvaluationStore, evaluation_key
+from kdlib.assets import AssetError
+from kdlib.student_eval import StudentEvaluator
+from kdlib.tasks import load_task
+from kdlib.teacher import default_base_dir, get_teacher
+from search.agents import make_agent
+from search.budget import HISTORY_FILE, BudgetedEvaluator, Evaluation
+from search.console import JsonFlag, console, fail
+from search.pareto import frontier, frontier_table
+from search.pareto_cli import STORE_FILE, pareto
+from search.run_config import CONFIG_FILE, SearchConfig
+
+FRONTIER_CSV = "frontier.csv"
+LOG_FILE = "search.log"
+FRONTIER_OBJECTIVES = ("accuracy", "latency")
+
+
+def _settings(config_file: Path | None, given: dict[str, Any]) -> SearchConfig:
+    """The config file's settings overridden by the flags that were given."""
+    try:
+        base = SearchConfig.load(config_file).model_dump() if config_file else {}
+        return SearchConfig(**(base | {name: value for name, value in given.items() if value is not None}))
+    except (ValidationError, ValueError, OSError) as error:
+        fail(str(error))
+
+
+def _prepare_run_dir(config: SearchConfig) -> Path:
+    """Create the run folder, or check that an existing one was started with compatible settings."""
+    run_dir = config.run_dir()
+    saved = run_dir / CONFIG_FILE
+    if saved.is_file():
+        differences = SearchConfig.load(saved).differences(config)
+        if differences:
+            fail(
+                f"run folder {run_dir} was started with other settings ({'; '.join(differences)}); "
+                "use another --out, or the same settings to resume"
+            )
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        fail(f"run folder {run_dir} is not empty and holds no {CONFIG_FILE}; refusing to write into it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir)
+    return run_dir
+
+
+def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> Evaluator:
+    if config.backend in ("table", "surrogate"):
+        if config.table is None:
+            fail(f"--backend {config.backend} needs --table PATH (a benchmark table written by envs.evaluators)")
+        table = TableEvaluator(config.table)
+        return SurrogateEvaluator.from_table(table) if config.backend == "surrogate" else table
+    if config.workers > 1 or config.ray_address:
+        return RayEvaluator(
+            config.task,
+            num_workers=config.workers,
+            run_dir=run_dir,
+            store_path=run_dir / STORE_FILE,
+            fidelity=config.fidelity,
+            address=config.ray_address,
+            num_gpus_per_eval=config.gpus_per_eval,
+        )
+    return LiveEvaluator(config.task, fidelity=config.fidelity, store=store, progress=False)
+
+
+def _space(config: SearchConfig) -> SearchSpace:
+    if config.space is not None:
+        return SearchSpace.from_yaml(config.space)
+    teacher_config = AutoConfig.from_pretrained(default_base_dir())
+    return SearchSpace.default_for(teacher_config, fixed=DEFAULT_FIXED | {"max_length": config.max_length})
+
+
+def search(
+    task: Annotated[str | None, typer.Option(help="Task name (default rt-polarity).")] = None,
+    agent: Annotated[str | None, typer.Option(help="random, evolution, ppo, maskable-ppo or dnas.")] = None,
+    budget: Annotated[int | None, typer.Option(help="Distinct evaluations to spend (default 8).")] = None,
+    backend: Annotated[str | None, typer.Option(help="live (distil for real), table or surrogate.")] = None,
+    fidelity: Annotated[
+        str | None, typer.Option(help="Training budget per evaluation: low, medium, high, full.")
+    ] = None,
+    reward: Annotated[str | None, typer.Option(help="weighted, mnasnet or constrained.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel live evaluations on a local Ray.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join a Ray cluster ('auto' or ray://...).")] = None,
+    gpus_per_eval: Annotated[float | None, typer.Option(help="GPUs per evaluation on Ray.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the agent.")] = None,
+    table: Annotated[Path | None, typer.Option(help="Benchmark table (table / surrogate backends).")] = None,
+    space: Annotated[Path | None, typer.Option(help="Search space YAML (default: derived from the teacher).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default results/runs/<task>-<agent>-...).")] = None,
+    config: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML with these settings.")] = None,
+) -> None:
+    """Run a search into a run folder; the same command again resumes it (nothing evaluated twice)."""
+    given = {
+        "task": task,
+        "agent": agent,
+        "budget": budget,
+        "backend": backend,
+        "fidelity": fidelity,
+        "reward": reward,
+        "workers": workers,
+        "ray_address": ray_address,
+        "gpus_per_eval": gpus_per_eval,
+        "seed": seed,
+        "table": table,
+        "space": space,
+        "out": out,
+    }
+    settings = _settings(config, given)
+    run_dir = _prepare_run_dir(settings)
+    log = logging.getLogger("kdsearch.search")
+    log.setLevel(logging.INFO)
+    handler = logging.FileHandler(run_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    store = EvaluationStore(run_dir / STORE_FILE)
+    try:
+        evaluator = _evaluator(settings, run_dir, store)
+        search_space = _space(settings)
+        chosen_reward = make_reward(settings.reward, **settings.reward_options)
+        chosen_agent = make_agent(settings.agent, **settings.agent_options)
+    except (AssetError, ValueError, OSError) as error:
+        fail(str(error))
+    if evaluator.task != settings.task:
+        fail(f"the {settings.backend} backend holds task {evaluator.task!r}, not the run's task {settings.task!r}")
+    bar = tqdm(total=settings.budget, desc=f"{settings.agent} evaluations", unit="eval")
+
+    def record(entry: Evaluation) -> None:
+        result = entry.result
+        key = evaluation_key(result.candidate, evaluator.task, evaluator.teacher_key, evaluator.fidelity)
+        store.put(key, result, task=evaluator.task, teacher_key=evaluator.teacher_key, fidelity=evaluator.fidelity)
+        log.info(
+            "evaluation %d: %s %s accuracy=%s reward=%.4f",
+            entry.index,
+            result.candidate.summary(),
+            result.status,
+            result.accuracy,
+            entry.reward,
+        )
+        bar.update(1)
+        best = budgeted.best
+        if best is not None:
+            bar.set_postfix(best_reward=f"{best.reward:.3f}", best_accuracy=f"{best.result.accuracy or 0:.3f}")
+
+    budgeted = BudgetedEvaluator(
+        evaluator, settings.budget, record, reward=chosen_reward, history_path=run_dir / HISTORY_FILE
+    )
+    bar.update(budgeted.spent)
+    log.info("search started: %s (already spent %d of %d)", settings.model_dump_json(), budgeted.spent, settings.budget)
+    try:
+        chosen_agent.run(budgeted, search_space, run_dir, seed=settings.seed)
+    finally:
+        bar.close()
+        if isinstance(evaluator, RayEvaluator):
+            evaluator.shutdown()
+        log.info("search stopped after %d evaluations", budgeted.spent)
+        log.removeHandler(handler)
+        handler.close()
+    results = [row.result for row in store.rows(task=settings.task)]
+    frontier_table(results, FRONTIER_OBJECTIVES).to_csv(run_dir / FRONTIER_CSV, index=False)
+    pareto(run_dir, objectives=",".join(FRONTIER_OBJECTIVES), compare=None, json_output=False, reference=None)
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A search run folder.", show_default=False)],
+    rank: Annotated[int, typer.Option(min=1, help="1 = the most accurate frontier student.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Destination (default RUN_DIR/students/rank-K).")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Save the rank-K student of a run's (accuracy, latency) frontier: it is distilled again, deterministically."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        fail(f"{run_dir} is not a search run folder (no {CONFIG_FILE})")
+    settings = SearchConfig.load(run_dir / CONFIG_FILE)
+    results = [row.result for row in EvaluationStore(run_dir / STORE_FILE, create=False).rows(task=settings.task)]
+    members = frontier(results, FRONTIER_OBJECTIVES)
+    if rank > len(members):
+        fail(f"rank {rank} is beyond the frontier of {run_dir}, which has {len(members)} students")
+    chosen = members[rank - 1]
+    destination = out or run_dir / "students" / f"rank-{rank}"
+    teacher = get_teacher(settings.task, progress=not json_output)
+    evaluator = StudentEvaluator(teacher, load_task(settings.task, progress=False), progress=not json_output)
+    result = evaluator.evaluate(chosen.candidate, out_dir=destination)
+    if result.status != "ok":
+        fail(f"re-distilling rank {rank} ({chosen.candidate.summary()}) {result.status}: {result.error}")
+    if json_output:
+        print(result.model_dump_json(indent=2))
+        return
+    console.print(
+        f"rank {rank}: {chosen.candidate.summary()} — stored accuracy {chosen.accuracy:.4f}, re-distilled "
+        f"{result.accuracy:.4f}; saved to {result.student_path}",
+        highlight=False,
+    )
