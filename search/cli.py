@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+import search.dnas
 from kdlib.assets import AssetError, asset_status, fetch_asset, get_asset
 from kdlib.finetune import FineTuneRecipe, TrainingDivergedError
 from kdlib.tasks import TASKS

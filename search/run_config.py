@@ -36,6 +36,7 @@ class SearchConfig(BaseModel):
     seed: int = 0
     table: Path | None = None
     space: Path | None = None
+    base: Path | None = None
     max_length: int = Field(64, ge=8)
     out: Path | None = None
 

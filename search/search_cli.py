@@ -75,14 +75,15 @@ def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> E
             fidelity=config.fidelity,
             address=config.ray_address,
             num_gpus_per_eval=config.gpus_per_eval,
+            base_dir=config.base,
         )
-    return LiveEvaluator(config.task, fidelity=config.fidelity, store=store, progress=False)
+    return LiveEvaluator(config.task, fidelity=config.fidelity, store=store, base_dir=config.base, progress=False)
 
 
 def _space(config: SearchConfig) -> SearchSpace:
     if config.space is not None:
         return SearchSpace.from_yaml(config.space)
-    teacher_config = AutoConfig.from_pretrained(default_base_dir())
+    teacher_config = AutoConfig.from_pretrained(config.base or default_base_dir())
     return SearchSpace.default_for(teacher_config, fixed=DEFAULT_FIXED | {"max_length": config.max_length})
 
 
@@ -101,6 +102,7 @@ def search(
     seed: Annotated[int | None, typer.Option(help="Seed of the agent.")] = None,
     table: Annotated[Path | None, typer.Option(help="Benchmark table (table / surrogate backends).")] = None,
     space: Annotated[Path | None, typer.Option(help="Search space YAML (default: derived from the teacher).")] = None,
+    base: Annotated[Path | None, typer.Option(help="Local base model for the teacher (default: MiniLM).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default results/runs/<task>-<agent>-...).")] = None,
     config: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML with these settings.")] = None,
 ) -> None:
@@ -118,6 +120,7 @@ def search(
         "seed": seed,
         "table": table,
         "space": space,
+        "base": base,
         "out": out,
     }
     settings = _settings(config, given)
@@ -167,7 +170,8 @@ def search(
         bar.close()
         if isinstance(evaluator, RayEvaluator):
             evaluator.shutdown()
-        log.info("search stopped after %d evaluations", budgeted.spent)
+        trained = getattr(evaluator, "distillations", None)
+        log.info("search stopped after %d evaluations; distillations in this process: %s", budgeted.spent, trained)
         log.removeHandler(handler)
         handler.close()
     results = [row.result for row in store.rows(task=settings.task)]
@@ -191,7 +195,7 @@ def export(
         fail(f"rank {rank} is beyond the frontier of {run_dir}, which has {len(members)} students")
     chosen = members[rank - 1]
     destination = out or run_dir / "students" / f"rank-{rank}"
-    teacher = get_teacher(settings.task, progress=not json_output)
+    teacher = get_teacher(settings.task, base_dir=settings.base, progress=not json_output)
     evaluator = StudentEvaluator(teacher, load_task(settings.task, progress=False), progress=not json_output)
     result = evaluator.evaluate(chosen.candidate, out_dir=destination)
     if result.status != "ok":

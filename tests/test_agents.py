@@ -284,8 +284,8 @@ def test_rl_options_are_checked(tmp_path: Path, table: TableEvaluator) -> None:
 
 
 def test_the_registry_builds_agents_and_takes_new_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown agent 'dnas'; registered agents: \['evolution', 'maskable-ppo'"):
-        make_agent("dnas")
+    with pytest.raises(ValueError, match=r"unknown agent 'simulated-annealing'; registered agents: \[.*'evolution'"):
+        make_agent("simulated-annealing")
     with pytest.raises(ValueError, match="sample_size=9 must not exceed population_size=4"):
         make_agent("evolution", population_size=4, sample_size=9)
     with pytest.raises(ValueError, match=r"make_agent\('random', ...\): RandomSearch\(\) takes no arguments"):
