@@ -18,20 +18,17 @@ from kdlib.candidate import Candidate, EvalResult
 from kdlib.specs import KDConfig, StudentSpec
 
 TINYBERT = {"hidden_weight": 1.0, "attention_weight": 1.0, "embedding_weight": 1.0}
+H384_F384 = {"num_layers": 2, "hidden_size": 384, "num_heads": 12, "ffn_size": 384}
+H192 = {"num_layers": 2, "hidden_size": 192, "num_heads": 6, "ffn_size": 768}
 STUDENTS: dict[str, tuple[StudentSpec, dict[str, object]]] = {
-    "4L-H384": (StudentSpec(num_layers=4, hidden_size=384, num_heads=12, ffn_size=1536), {}),
     "3L-H384": (StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536), {}),
-    "2L-H384-F384": (StudentSpec(num_layers=2, hidden_size=384, num_heads=12, ffn_size=384), {}),
-    "2L-H192": (StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768), {}),
-    "2L-H192-TinyBERT": (StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768), TINYBERT),
-    "2L-H192-trimmed-vocab": (
-        StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768, trim_vocab=True),
-        {},
-    ),
-    "3L-H192": (StudentSpec(num_layers=3, hidden_size=192, num_heads=6, ffn_size=768), {}),
+    "2L-H384-F384": (StudentSpec(**H384_F384), {}),
+    "2L-H384-F384-int8": (StudentSpec(**H384_F384, weight_bits=8), {}),
+    "2L-H384-F384-ternary": (StudentSpec(**H384_F384, weight_bits=2), {}),
+    "2L-H192": (StudentSpec(**H192), {}),
+    "2L-H192-TinyBERT": (StudentSpec(**H192), TINYBERT),
+    "2L-H192-trimmed-vocab": (StudentSpec(**H192, trim_vocab=True), {}),
     "1L-H128": (StudentSpec(num_layers=1, hidden_size=128, num_heads=4, ffn_size=512), {}),
-    "3L-H384-int8": (StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536, weight_bits=8), {}),
-    "3L-H384-ternary": (StudentSpec(num_layers=3, hidden_size=384, num_heads=12, ffn_size=1536, weight_bits=2), {}),
 }
 
 
