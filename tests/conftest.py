@@ -14,6 +14,8 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
+torch.set_num_threads(1)  # tiny models gain nothing from more threads, and a busy 2-core machine makes them slower
+
 TINY_CORPUS = [
     "a gripping and beautiful film with a great cast",
     "the plot is dull and the acting is worse",
@@ -119,3 +121,30 @@ def toy_task() -> str:
     register_task(definition)
     yield definition.name
     TASKS.pop(definition.name, None)
+
+
+@pytest.fixture(scope="module")
+def toy_teacher_and_task(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path):
+    """The tiny teacher fine-tuned once per module (in a private cache) on the registered toy task, and the task."""
+    from ray_helpers import TOY_RECIPE, register_toy_task
+
+    from kdlib.tasks import TASKS, load_task
+    from kdlib.teacher import get_teacher
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDSEARCH_HOME", str(tmp_path_factory.mktemp("teacher_home")))
+        name = register_toy_task()
+        teacher = get_teacher(name, TOY_RECIPE, base_dir=tiny_bert_dir, device="cpu", progress=False)
+        task = load_task(name, progress=False)
+    yield teacher, task
+    TASKS.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def toy_table_evaluator(tmp_path_factory: pytest.TempPathFactory):
+    """A TableEvaluator over the toy benchmark table (TOY TEST DATA, see tests/toy_table.py)."""
+    from toy_table import write_toy_table
+
+    from envs.evaluators import TableEvaluator
+
+    return TableEvaluator(write_toy_table(tmp_path_factory.mktemp("toy") / "toy.csv"))

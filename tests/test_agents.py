@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from toy_table import TOY_SPACE, TOY_TEACHER, toy_results, write_toy_table
+from toy_table import TOY_SPACE, TOY_TEACHER, toy_results
 
 from envs.evaluators import TableEvaluator
 from envs.rewards import WeightedReward
@@ -35,18 +33,9 @@ TINY_SPACE = SearchSpace(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny policies train faster on one thread than on several contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> TableEvaluator:
-    return TableEvaluator(write_toy_table(tmp_path_factory.mktemp("toy") / "toy.csv"))
+def table(toy_table_evaluator: TableEvaluator) -> TableEvaluator:
+    return toy_table_evaluator
 
 
 class CountingEvaluator:

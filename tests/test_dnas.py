@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
 import torch
-from ray_helpers import FAST_LATENCY, TOY_RECIPE, register_toy_task
+from ray_helpers import FAST_LATENCY, register_toy_task
 from transformers import BertForSequenceClassification
 
 from envs.fidelity import Fidelity
@@ -22,9 +21,8 @@ from kdlib.cutting import cut_student
 from kdlib.importance import compute_importance
 from kdlib.specs import KDConfig, StudentSpec
 from kdlib.student_eval import StudentEvaluator
-from kdlib.task_registry import TASKS, TaskData
-from kdlib.tasks import load_task
-from kdlib.teacher import Teacher, get_teacher
+from kdlib.task_registry import TaskData
+from kdlib.teacher import Teacher
 from search.agents import make_agent
 from search.budget import BudgetedEvaluator
 from search.dnas import train
@@ -61,25 +59,9 @@ class Recording:
         return EvalResult(candidate=candidate, status="ok", accuracy=0.8, teacher_accuracy=0.9)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread than on several contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Iterator[tuple[Teacher, TaskData]]:
-    """The tiny teacher fine-tuned once for the module (in a private cache) and the loaded toy task."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KDSEARCH_HOME", str(tmp_path_factory.mktemp("teacher_home")))
-        name = register_toy_task()
-        teacher = get_teacher(name, TOY_RECIPE, base_dir=tiny_bert_dir, device="cpu", progress=False)
-        task = load_task(name, progress=False)
-    yield teacher, task
-    TASKS.pop(name, None)
+def toy(toy_teacher_and_task: tuple[Teacher, TaskData]) -> tuple[Teacher, TaskData]:
+    return toy_teacher_and_task
 
 
 @pytest.fixture(scope="module")

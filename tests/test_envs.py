@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from toy_table import TOY_SPACE, toy_result, write_toy_table
+from toy_table import TOY_SPACE, toy_result
 
 import envs
 from envs.evaluators import TableEvaluator
@@ -27,18 +25,9 @@ SEQUENTIAL, ONE_SHOT = "kdsearch/StudentSearch-v0", "kdsearch/StudentSearchOneSh
 REWARD = MnasNetReward(target_latency_ms=2.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny policies train faster on one thread than on several contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> TableEvaluator:
-    return TableEvaluator(write_toy_table(tmp_path_factory.mktemp("toy") / "toy.csv"))
+def table(toy_table_evaluator: TableEvaluator) -> TableEvaluator:
+    return toy_table_evaluator
 
 
 def make(env_id: str, table: TableEvaluator, **kwargs: object) -> gym.Env:

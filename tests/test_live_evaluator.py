@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
-from ray_helpers import FAST_LATENCY, TOY_RECIPE, register_toy_task, toy_candidate
+from ray_helpers import FAST_LATENCY, toy_candidate
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from transformers import AutoModelForSequenceClassification
 
@@ -22,33 +20,16 @@ from envs.space import SearchSpace, TeacherShape
 from envs.store import EvaluationStore, evaluation_key
 from kdlib.candidate import Candidate
 from kdlib.specs import KDConfig, StudentSpec
-from kdlib.task_registry import TASKS, TaskData
-from kdlib.tasks import load_task
-from kdlib.teacher import Teacher, get_teacher
+from kdlib.task_registry import TaskData
+from kdlib.teacher import Teacher
 
 TINY = Fidelity("tiny", max_steps=6)
 SPEC = StudentSpec(num_layers=2, hidden_size=32, num_heads=4, ffn_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread than on several contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Iterator[tuple[Teacher, TaskData]]:
-    """The tiny teacher fine-tuned once for the module (in a private cache) and the loaded toy task."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KDSEARCH_HOME", str(tmp_path_factory.mktemp("teacher_home")))
-        name = register_toy_task()
-        teacher = get_teacher(name, TOY_RECIPE, base_dir=tiny_bert_dir, device="cpu", progress=False)
-        task = load_task(name, progress=False)
-    yield teacher, task
-    TASKS.pop(name, None)
+def toy(toy_teacher_and_task: tuple[Teacher, TaskData]) -> tuple[Teacher, TaskData]:
+    return toy_teacher_and_task
 
 
 def live(toy: tuple[Teacher, TaskData], **kwargs: object) -> LiveEvaluator:
