@@ -1,4 +1,5 @@
-# `make demo` runs the main job on the embedded default; `make test` runs the test suite.
+# `make demo` runs the main job on the embedded default (assets, teacher, a small live search and its Pareto
+# frontier); `make test` runs the test suite.
 # Both create or reuse the virtualenv in .venv. GPU machines: add CONSTRAINTS= to install a CUDA build of torch.
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,9 +18,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 venv: $(STAMP)
 
+DEMO_RUN ?= results/runs/demo
+
 demo: venv
 	$(BIN)/kdsearch assets
 	$(BIN)/kdsearch teacher --task rt-polarity
+	$(BIN)/kdsearch search --task rt-polarity --agent evolution --budget 3 --fidelity low --out $(DEMO_RUN)
 
 test: venv
 	$(BIN)/python -m pytest
