@@ -60,7 +60,7 @@ DEFAULT_CHOICES: dict[str, tuple[Value, ...]] = {
     "attention_loss": ("mse", "kl", "cosine"),
     "layer_mapping": ("uniform", "last", "skip"),
 }
-DEFAULT_FIXED: dict[str, Value] = {"max_steps": 2000, "lr": 5e-5, "batch_size": 32, "max_length": 128}
+DEFAULT_FIXED: dict[str, Value] = {"max_steps": 2000, "lr": 2e-4, "batch_size": 32, "max_length": 128}
 TEACHER_FEATURE_CAPS = {
     "num_hidden_layers": 64,
     "hidden_size": 8192,
