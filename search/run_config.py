@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from envs.fidelity import FIDELITIES
 from envs.rewards import REWARDS
@@ -40,33 +40,13 @@ class SearchConfig(BaseModel):
     max_length: int = Field(64, ge=8)
     out: Path | None = None
 
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, value: str) -> str:
-        if value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; known tasks: {', '.join(sorted(TASKS))}")
-        return value
-
-    @field_validator("agent")
-    @classmethod
-    def _known_agent(cls, value: str) -> str:
-        if value not in AGENTS:
-            raise ValueError(f"unknown agent {value!r}; known agents: {', '.join(sorted(AGENTS))}")
-        return value
-
-    @field_validator("fidelity")
-    @classmethod
-    def _known_fidelity(cls, value: str) -> str:
-        if value not in FIDELITIES:
-            raise ValueError(f"unknown fidelity {value!r}; known fidelities: {', '.join(FIDELITIES)}")
-        return value
-
-    @field_validator("reward")
-    @classmethod
-    def _known_reward(cls, value: str) -> str:
-        if value not in REWARDS:
-            raise ValueError(f"unknown reward {value!r}; known rewards: {', '.join(sorted(REWARDS))}")
-        return value
+    @model_validator(mode="after")
+    def _known_names(self) -> SearchConfig:
+        for field, registry in (("task", TASKS), ("agent", AGENTS), ("fidelity", FIDELITIES), ("reward", REWARDS)):
+            value = getattr(self, field)
+            if value not in registry:
+                raise ValueError(f"unknown {field} {value!r}; known: {', '.join(sorted(registry))}")
+        return self
 
     def run_dir(self) -> Path:
         """``out``, or ``results/runs/<task>-<agent>-<backend>-seed<seed>``."""
