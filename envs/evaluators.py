@@ -9,7 +9,8 @@ them from EvalResults. Columns:
   and ``kd.<field>`` columns (always written too, for analysis with pandas);
 * ``task``, ``teacher_key``, ``fidelity`` -- what was measured, equal on every row;
 * ``status``, ``error``, ``accuracy``, ``validation_accuracy``, ``teacher_accuracy``, ``flops``, ``params_total``,
-  ``params_non_embedding``, ``size_bytes``, ``train_seconds``, ``eval_seconds``, ``student_path`` -- as in EvalResult
+  ``params_non_embedding``, ``size_bytes``, ``peak_memory_bytes``, ``train_seconds``, ``eval_seconds``,
+  ``student_path`` -- as in EvalResult
   (empty when absent);
 * ``ood_accuracy``, ``teacher_ood_accuracy``, ``latency``, ``provenance`` -- JSON text of those EvalResult fields.
 """
@@ -42,11 +43,12 @@ SCALAR_COLUMNS = (
     "params_total",
     "params_non_embedding",
     "size_bytes",
+    "peak_memory_bytes",
     "train_seconds",
     "eval_seconds",
     "student_path",
 )
-INT_COLUMNS = frozenset({"params_total", "params_non_embedding", "size_bytes"})
+INT_COLUMNS = frozenset({"params_total", "params_non_embedding", "size_bytes", "peak_memory_bytes"})
 JSON_COLUMNS = ("ood_accuracy", "teacher_ood_accuracy", "latency", "provenance")
 TEXT_COLUMNS = ("status", "error", "student_path", *JSON_COLUMNS)
 SUFFIXES = (".csv", ".parquet")

@@ -64,6 +64,7 @@ def result_metrics(result: EvalResult) -> dict[str, Any]:
         "params_total": result.params_total,
         "params_non_embedding": result.params_non_embedding,
         "size_bytes": result.size_bytes,
+        "peak_memory_bytes": result.peak_memory_bytes,
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
     }

@@ -53,7 +53,8 @@ class EvalResult(BaseModel):
     """What evaluating a Candidate produced: metrics, status and provenance.
 
     ``status`` is ``ok`` (metrics present), ``failed`` (training diverged or crashed; ``error`` says why) or
-    ``invalid`` (the candidate does not fit the teacher; ``error`` names the field).
+    ``invalid`` (the candidate does not fit the teacher; ``error`` names the field). ``peak_memory_bytes`` is the
+    peak CUDA memory of a forward at the last latency point, None on CPU (see :mod:`kdlib.footprint`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -71,6 +72,7 @@ class EvalResult(BaseModel):
     params_total: int | None = None
     params_non_embedding: int | None = None
     size_bytes: int | None = None
+    peak_memory_bytes: int | None = None
     train_seconds: float | None = None
     eval_seconds: float | None = None
     student_path: str | None = None

@@ -29,7 +29,7 @@ from kdlib.environment import environment_info
 from kdlib.evaluation import accuracy, labels_of, predict_logits
 from kdlib.export import export_student
 from kdlib.flops import bert_flops, theoretical_speedup
-from kdlib.footprint import count_parameters, size_on_disk
+from kdlib.footprint import count_parameters, peak_forward_memory_bytes, size_on_disk
 from kdlib.latency import LatencyProtocol, LatencyStats, measure_latency
 from kdlib.quantization import (
     apply_weight_quantization,
@@ -180,6 +180,8 @@ class StudentEvaluator:
         latency = self._latency(deployed, torch.device("cpu") if spec.weight_bits == 8 else self.latency_device)
         size, path = self._size_and_export(student, student_tokenizer, spec.weight_bits, candidate, outcome, out_dir)
         counts = count_parameters(student)
+        peak_point = self.latency_protocol.points[-1]
+        peak_memory = peak_forward_memory_bytes(deployed, *peak_point, student.config.vocab_size)
         teacher_scores = self.teacher_scores(kd.max_length)
         point = self.latency_protocol.points[0]
         return EvalResult(
@@ -199,6 +201,7 @@ class StudentEvaluator:
             params_total=counts.total,
             params_non_embedding=counts.non_embedding,
             size_bytes=size,
+            peak_memory_bytes=peak_memory,
             train_seconds=train_seconds,
             eval_seconds=time.perf_counter() - started - train_seconds,
             student_path=str(path) if path else None,
