@@ -124,6 +124,11 @@ def search(
         "out": out,
     }
     settings = _settings(config, given)
+    try:
+        chosen_reward = make_reward(settings.reward, **settings.reward_options)
+        chosen_agent = make_agent(settings.agent, **settings.agent_options)
+    except ValueError as error:
+        fail(str(error))
     run_dir = _prepare_run_dir(settings)
     log = logging.getLogger("kdsearch.search")
     log.setLevel(logging.INFO)
@@ -134,8 +139,6 @@ def search(
     try:
         evaluator = _evaluator(settings, run_dir, store)
         search_space = _space(settings)
-        chosen_reward = make_reward(settings.reward, **settings.reward_options)
-        chosen_agent = make_agent(settings.agent, **settings.agent_options)
     except (AssetError, ValueError, OSError) as error:
         fail(str(error))
     if evaluator.task != settings.task:

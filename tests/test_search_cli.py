@@ -94,3 +94,13 @@ def test_table_of_another_task_is_refused(toy_files: tuple[Path, Path], tmp_path
     command = [*arguments(table, space, tmp_path / "run")[:-2], "--task", "rt-polarity"]
     result = runner.invoke(app, command)
     assert result.exit_code == 2 and f"holds task '{TOY_TASK}'" in result.output
+
+
+def test_bad_agent_options_write_nothing(toy_files: tuple[Path, Path], tmp_path: Path) -> None:
+    table, space = toy_files
+    config = tmp_path / "search.yaml"
+    config.write_text("agent: evolution\nagent_options:\n  population_size: 0\n")
+    run = tmp_path / "run"
+    result = runner.invoke(app, [*arguments(table, space, run, agent="evolution"), "--config", str(config)])
+    assert result.exit_code == 2 and "population_size" in result.output
+    assert not run.exists()
