@@ -60,6 +60,39 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class RayTempDir:
+    """Ray's temporary folder inside a run folder (``path``), and what Ray is given (``ray_dir``: it or a short link
+    in ``link_dir``, to be removed after ``ray.shutdown()``)."""
+
+    path: Path
+    ray_dir: Path
+    link_dir: Path | None
+
+
+def prepare_ray_temp_dir(run_dir: Path) -> RayTempDir:
+    """Create ``<run_dir>/ray_tmp/ray`` (the enclosing folder kept at 0700) and, if its path is too long for Ray's
+    Unix sockets, a short link to it; warn when Ray's token authentication is disabled."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        logger.warning("RAY_AUTH_MODE=disabled: Ray's ports accept unauthenticated requests from the network")
+    private = Path(run_dir) / "ray_tmp"
+    private.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private.chmod(0o700)
+    path = private.resolve() / "ray"
+    path.mkdir(exist_ok=True)
+    if len(os.fsencode(path)) <= MAX_TEMP_DIR_BYTES:
+        return RayTempDir(path, path, None)
+    link_dir = Path(tempfile.mkdtemp(prefix="kdray-", dir=SHORT_TEMP_PARENT))
+    (link_dir / "t").symlink_to(path, target_is_directory=True)
+    logger.warning(
+        "Ray temp dir %s is too long for Unix socket paths (over %d bytes); Ray uses the link %s to it",
+        path,
+        MAX_TEMP_DIR_BYTES,
+        link_dir / "t",
+    )
+    return RayTempDir(path, link_dir / "t", link_dir)
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """Everything a worker needs to build its LiveEvaluator (pickled to each actor)."""
 
@@ -269,31 +302,15 @@ class RayEvaluator:
                     len(alive),
                 )
             return
-        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-            logger.warning("RAY_AUTH_MODE=disabled: Ray's ports accept unauthenticated requests from the network")
-        private = self.run_dir / "ray_tmp"
-        private.mkdir(mode=0o700, exist_ok=True)
-        private.chmod(0o700)
-        self.temp_dir = private.resolve() / "ray"
-        self.temp_dir.mkdir(exist_ok=True)
-        ray_dir = self.temp_dir
-        if len(os.fsencode(self.temp_dir)) > MAX_TEMP_DIR_BYTES:
-            self._link_dir = Path(tempfile.mkdtemp(prefix="kdray-", dir=SHORT_TEMP_PARENT))
-            ray_dir = self._link_dir / "t"
-            ray_dir.symlink_to(self.temp_dir, target_is_directory=True)
-            logger.warning(
-                "Ray temp dir %s is too long for Unix socket paths (over %d bytes); Ray uses the link %s to it",
-                self.temp_dir,
-                MAX_TEMP_DIR_BYTES,
-                ray_dir,
-            )
+        prepared = prepare_ray_temp_dir(self.run_dir)
+        self.temp_dir, self._link_dir = prepared.path, prepared.link_dir
         ray.init(
             num_cpus=math.ceil(self.num_workers * num_cpus_per_eval),
             num_gpus=None if num_gpus_per_eval > 0 else 0,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
             object_store_memory=object_store_bytes,
-            _temp_dir=str(ray_dir),
+            _temp_dir=str(prepared.ray_dir),
             log_to_driver=False,
             logging_level=logging.WARNING,
         )

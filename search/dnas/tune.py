@@ -30,9 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +41,7 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from envs.ray_evaluator import MAX_TEMP_DIR_BYTES, SHORT_TEMP_PARENT
+from envs.ray_evaluator import prepare_ray_temp_dir
 from kdlib.atomic import write_json_atomic
 from kdlib.hashing import sha256_json
 from kdlib.specs import StudentSpec
@@ -116,25 +114,13 @@ def local_ray(run_dir: Path, num_cpus: int, gpus: bool, runtime_env: Mapping[str
         logger.info("using the Ray already initialised in this process; it is left running")
         yield
         return
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        logger.warning("RAY_AUTH_MODE=disabled: Ray's ports accept unauthenticated requests from the network")
-    private = run_dir / "ray_tmp"
-    private.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private.chmod(0o700)
-    temp_dir = private.resolve() / "ray"
-    temp_dir.mkdir(exist_ok=True)
-    ray_dir, link_dir = temp_dir, None
-    if len(os.fsencode(temp_dir)) > MAX_TEMP_DIR_BYTES:
-        link_dir = Path(tempfile.mkdtemp(prefix="kdray-", dir=SHORT_TEMP_PARENT))
-        ray_dir = link_dir / "t"
-        ray_dir.symlink_to(temp_dir, target_is_directory=True)
-        logger.warning("Ray temp dir %s is too long for Unix socket paths; Ray uses the link %s", temp_dir, ray_dir)
+    prepared = prepare_ray_temp_dir(run_dir)
     try:
         ray.init(
             num_cpus=num_cpus,
             num_gpus=None if gpus else 0,
             include_dashboard=False,
-            _temp_dir=str(ray_dir),
+            _temp_dir=str(prepared.ray_dir),
             log_to_driver=False,
             logging_level=logging.WARNING,
             runtime_env=dict(runtime_env) if runtime_env is not None else None,
@@ -142,8 +128,8 @@ def local_ray(run_dir: Path, num_cpus: int, gpus: bool, runtime_env: Mapping[str
         yield
     finally:
         ray.shutdown()
-        if link_dir is not None:
-            shutil.rmtree(link_dir, ignore_errors=True)
+        if prepared.link_dir is not None:
+            shutil.rmtree(prepared.link_dir, ignore_errors=True)
 
 
 def check_grid(betas: Sequence[float], seeds: Sequence[int]) -> tuple[tuple[float, ...], tuple[int, ...]]:
