@@ -67,6 +67,26 @@ class Evaluator(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchEvaluator(Evaluator, Protocol):
+    """An evaluator that runs several candidates at once, e.g. on a pool of workers
+    (:class:`~envs.ray_evaluator.RayEvaluator`); ``parallelism`` is how many it can run at the same time."""
+
+    @property
+    def parallelism(self) -> int:
+        """Candidates evaluated at the same time (at least 1)."""
+        ...
+
+    def evaluate_many(self, candidates: Sequence[Candidate]) -> list[EvalResult]:
+        """Evaluate ``candidates`` (in parallel where possible); results in input order."""
+        ...
+
+
+def parallelism_of(evaluator: Evaluator) -> int:
+    """How many candidates ``evaluator`` evaluates at the same time: 1 unless it is a :class:`BatchEvaluator`."""
+    return max(1, int(evaluator.parallelism)) if isinstance(evaluator, BatchEvaluator) else 1
+
+
 class CandidateNotInTableError(LookupError):
     """A TableEvaluator without fallback was asked for a candidate its table does not hold."""
 

@@ -352,6 +352,11 @@ class RayEvaluator:
         """Workers currently in the pool."""
         return len(self._slots)
 
+    @property
+    def parallelism(self) -> int:
+        """Candidates evaluated at the same time: the workers in the pool (at least 1)."""
+        return max(1, len(self._slots))
+
     def evaluate(self, candidate: Candidate) -> EvalResult:
         """Evaluate one candidate on a worker (blocking)."""
         return self.evaluate_many([candidate])[0]

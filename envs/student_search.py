@@ -88,6 +88,17 @@ class _SearchEnv(gym.Env[np.ndarray, Any]):
             self._decoded[choices] = decoded
         return decoded
 
+    def pending_candidate(self, action: Any) -> Candidate | None:
+        """The candidate that ``step(action)`` would evaluate now, or None when that step would evaluate nothing (it
+        is not the episode's last decision, or the choices are invalid). Changes no state: a vectorised runner uses
+        it to evaluate the candidates of several environments together before stepping them."""
+        choices = self._final_choices(action)
+        return None if choices is None else self._decode(choices).candidate
+
+    def _final_choices(self, action: Any) -> Choices | None:
+        """The complete choice vector ``step(action)`` would end the episode with, if any."""
+        raise NotImplementedError
+
     def _invalid(self, choices: Choices, reason: str) -> tuple[float, dict[str, Any]]:
         self._last = f"invalid: {reason}; reward {self.reward.penalty:.4f}"
         info = {
@@ -201,6 +212,14 @@ class StudentSearchEnv(_SearchEnv):
         reward, info = self._finish(tuple(self._chosen))
         return self._obs.copy(), reward, True, False, info
 
+    def _final_choices(self, action: Any) -> Choices | None:
+        if self._done or len(self._chosen) != len(self.space.names) - 1:
+            return None
+        choice = _as_index(action)
+        if choice is None or not 0 <= choice < self.space.sizes[-1]:
+            return None
+        return (*self._chosen, choice)
+
     def _end_invalid(self, reason: str) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._done = True
         reward, info = self._invalid(tuple(self._chosen), reason)
@@ -243,15 +262,21 @@ class StudentSearchOneShotEnv(_SearchEnv):
         return self.descriptor.copy(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        choices = self._final_choices(action)
+        if choices is None:
+            reward, info = self._invalid((), f"action {action!r} is not {len(self.space.names)} integer choice indices")
+        else:
+            reward, info = self._finish(choices)
+        return self.descriptor.copy(), reward, True, False, info
+
+    def _final_choices(self, action: Any) -> Choices | None:
         try:
             array = np.asarray(action)
         except (TypeError, ValueError):
-            array = np.asarray(None)
+            return None
         if array.dtype.kind not in "iu" or array.shape != (len(self.space.names),):
-            reward, info = self._invalid((), f"action {action!r} is not {len(self.space.names)} integer choice indices")
-        else:
-            reward, info = self._finish(tuple(array.tolist()))
-        return self.descriptor.copy(), reward, True, False, info
+            return None
+        return tuple(array.tolist())
 
     def render(self) -> str | None:
         return f"{self._last}\n" if self.render_mode == "ansi" else None

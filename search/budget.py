@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envs.evaluators import Evaluator
+from envs.evaluators import BatchEvaluator, Evaluator, parallelism_of
 from envs.rewards import Reward, WeightedReward
 from kdlib.candidate import Candidate, EvalResult
 
@@ -115,20 +115,61 @@ class BudgetedEvaluator:
 
     def evaluate(self, candidate: Candidate) -> EvalResult:
         """The recorded result of ``candidate`` (free), else a new evaluation (one unit of budget)."""
-        known = self._by_hash.get(candidate.content_hash())
-        if known is not None:
-            self.repeats += 1
-            return known.result
-        if self.remaining == 0:
-            raise BudgetExhausted(candidate, self.budget)
-        result = self.evaluator.evaluate(candidate)
-        entry = Evaluation(len(self._history), candidate, result, self._score(result))
-        if self.history_path is not None:
-            self._append(self.history_path, entry)
-        self._record(entry)
-        if self.on_result is not None:
-            self.on_result(entry)
-        return result
+        return self.evaluate_many([candidate])[0]
+
+    @property
+    def parallelism(self) -> int:
+        """Candidates the wrapped evaluator runs at the same time (its workers; 1 for a sequential evaluator)."""
+        return parallelism_of(self.evaluator)
+
+    def evaluate_many(self, candidates: Sequence[Candidate]) -> list[EvalResult]:
+        """Results of ``candidates`` in input order; the new distinct ones are evaluated together, in parallel when
+        the wrapped evaluator is a :class:`~envs.evaluators.BatchEvaluator`.
+
+        Each new distinct candidate costs one unit, exactly as with :meth:`evaluate`; recorded ones and repeats in
+        the batch are free. When the batch holds more new candidates than :attr:`remaining`, nothing is evaluated
+        and :class:`BudgetExhausted` names the first one past the budget. New entries join the ledger in input order:
+        from a batch evaluator once the whole batch is back (a crash mid-batch loses no training: its evaluation
+        store keeps the finished ones, and the resumed run asks for the same batch), from any other evaluator one by
+        one as each finishes.
+        """
+        affordable = self.affordable(candidates)
+        if affordable < len(candidates):
+            raise BudgetExhausted(candidates[affordable], self.budget)
+        new = {candidate.content_hash(): candidate for candidate in candidates if candidate not in self}
+        self.repeats += len(candidates) - len(new)
+        if new and isinstance(self.evaluator, BatchEvaluator):
+            self._add(list(zip(new.values(), self.evaluator.evaluate_many(list(new.values())), strict=True)))
+        else:
+            for candidate in new.values():
+                self._add([(candidate, self.evaluator.evaluate(candidate))])
+        return [self._by_hash[candidate.content_hash()].result for candidate in candidates]
+
+    def _add(self, evaluated: list[tuple[Candidate, EvalResult]]) -> None:
+        """Score every new result, then append each to the ledger, record it and report it."""
+        start = len(self._history)
+        entries = [
+            Evaluation(start + offset, candidate, result, self._score(result))
+            for offset, (candidate, result) in enumerate(evaluated)
+        ]
+        for entry in entries:
+            if self.history_path is not None:
+                self._append(self.history_path, entry)
+            self._record(entry)
+            if self.on_result is not None:
+                self.on_result(entry)
+
+    def affordable(self, candidates: Sequence[Candidate]) -> int:
+        """The length of the longest prefix of ``candidates`` that :meth:`evaluate_many` can pay for: its new
+        distinct candidates number at most :attr:`remaining`."""
+        new: set[str] = set()
+        for position, candidate in enumerate(candidates):
+            key = candidate.content_hash()
+            if key not in self._by_hash and key not in new:
+                if len(new) == self.remaining:
+                    return position
+                new.add(key)
+        return len(candidates)
 
     # ---- the ledger ---------------------------------------------------------------------------------------------
 

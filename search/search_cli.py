@@ -24,6 +24,7 @@ from kdlib.teacher import default_base_dir, get_teacher
 from search.agents import make_agent
 from search.budget import HISTORY_FILE, BudgetedEvaluator, Evaluation
 from search.console import JsonFlag, console, fail
+from search.dnas.tune import NoRoomForTrials
 from search.pareto import frontier, frontier_table
 from search.pareto_cli import STORE_FILE, pareto
 from search.run_config import CONFIG_FILE, SearchConfig
@@ -169,6 +170,8 @@ def search(
     log.info("search started: %s (already spent %d of %d)", settings.model_dump_json(), budgeted.spent, settings.budget)
     try:
         chosen_agent.run(budgeted, search_space, run_dir, seed=settings.seed)
+    except NoRoomForTrials as error:
+        fail(str(error))
     finally:
         bar.close()
         if isinstance(evaluator, RayEvaluator):

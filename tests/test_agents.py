@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from toy_table import TOY_SPACE, TOY_TEACHER, toy_results
 
-from envs.evaluators import TableEvaluator
+from envs.evaluators import BatchEvaluator, TableEvaluator
 from envs.rewards import WeightedReward
 from envs.space import SearchSpace
 from envs.store import EvaluationStore, evaluation_key
@@ -55,6 +55,26 @@ class CountingEvaluator:
         return self.store.get_or_evaluate(
             key, real, task=self.task, teacher_key=self.teacher_key, fidelity=self.fidelity
         )
+
+
+class BatchCountingEvaluator(CountingEvaluator):
+    """A CountingEvaluator that also evaluates batches, as a pool of ``parallelism`` workers would (the real pool,
+    :class:`~envs.ray_evaluator.RayEvaluator`, is exercised in tests/test_ray_evaluator.py); ``batches`` records the
+    size of every batch and ``singles`` the calls of ``evaluate``."""
+
+    def __init__(self, table: TableEvaluator, store: EvaluationStore, parallelism: int) -> None:
+        super().__init__(table, store)
+        self.parallelism = parallelism
+        self.batches: list[int] = []
+        self.singles = 0
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        self.singles += 1
+        return super().evaluate(candidate)
+
+    def evaluate_many(self, candidates: list[Candidate]) -> list[EvalResult]:
+        self.batches.append(len(candidates))
+        return [super(BatchCountingEvaluator, self).evaluate(candidate) for candidate in candidates]
 
 
 def counting(table: TableEvaluator, directory: Path) -> CountingEvaluator:
@@ -140,6 +160,27 @@ def test_the_ledger_carries_the_budget_into_a_resumed_run(table: TableEvaluator,
         BudgetedEvaluator(table, 5, history_path=path)
 
 
+def test_a_batch_spends_one_unit_per_new_candidate_or_nothing(table: TableEvaluator, tmp_path: Path) -> None:
+    evaluator = BatchCountingEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"), parallelism=4)
+    seen: list[Evaluation] = []
+    budgeted = BudgetedEvaluator(evaluator, 4, seen.append, reward=REWARD, history_path=tmp_path / HISTORY_FILE)
+    assert isinstance(evaluator, BatchEvaluator) and budgeted.parallelism == 4
+    assert BudgetedEvaluator(table, 1).parallelism == 1
+    a, b, c, d, e = first_candidates(5)
+    results = budgeted.evaluate_many([a, b, a])
+    assert results[0] == results[2] and [r.candidate for r in results] == [a, b, a]
+    assert (evaluator.batches, budgeted.spent, budgeted.repeats) == ([2], 2, 1)
+    with pytest.raises(BudgetExhausted) as raised:
+        budgeted.evaluate_many([b, c, d, e])
+    assert raised.value.candidate == e and evaluator.batches == [2] and budgeted.spent == 2
+    budgeted.evaluate_many([c, b, d])
+    assert evaluator.batches == [2, 2] and evaluator.calls == 4 and evaluator.singles == 0
+    assert [entry.candidate for entry in seen] == [a, b, c, d] and [entry.index for entry in seen] == [0, 1, 2, 3]
+    assert budgeted.evaluate(d) == seen[3].result and evaluator.batches == [2, 2]
+    resumed = BudgetedEvaluator(table, 5, reward=REWARD, history_path=tmp_path / HISTORY_FILE)
+    assert [entry.candidate for entry in resumed.history] == [a, b, c, d]
+
+
 # ---- every agent -----------------------------------------------------------------------------------------------
 
 
@@ -179,6 +220,54 @@ def test_a_resumed_run_reuses_every_recorded_evaluation(table: TableEvaluator, t
         assert hashes(resumed) == hashes(run(name, table, 20, tmp_path / "straight"))
     else:
         assert sorted(path.name for path in (tmp_path / "run" / "logs").iterdir()) == ["session-1", "session-2"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_agent_keeps_every_worker_busy(table: TableEvaluator, tmp_path: Path, name: str) -> None:
+    evaluator = BatchCountingEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"), parallelism=3)
+    budgeted = run(name, evaluator, 11, tmp_path / "run")
+    assert budgeted.spent == evaluator.calls == sum(evaluator.batches) == 11 and evaluator.singles == 0
+    assert max(evaluator.batches) == 3
+    if name in ("random", "evolution"):
+        assert evaluator.batches == [3, 3, 3, 2]
+    else:
+        assert len(evaluator.batches) <= 11 - 3, "most vector steps should evaluate several candidates"
+
+
+def test_random_search_history_does_not_depend_on_the_workers(table: TableEvaluator, tmp_path: Path) -> None:
+    batched = BatchCountingEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"), parallelism=4)
+    assert hashes(run("random", batched, 10, tmp_path / "4")) == hashes(run("random", table, 10, tmp_path / "1"))
+
+
+@pytest.mark.parametrize("name", ["evolution", "ppo"])
+def test_batched_runs_resume_with_every_recorded_evaluation(table: TableEvaluator, tmp_path: Path, name: str) -> None:
+    def evaluator() -> BatchCountingEvaluator:
+        return BatchCountingEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"), parallelism=3)
+
+    first, again = evaluator(), evaluator()
+    run(name, first, 7, tmp_path / "run")
+    resumed = run(name, again, 14, tmp_path / "run")
+    assert first.calls + again.calls == 14 and len(set(hashes(resumed))) == 14
+    if name == "evolution":
+        assert hashes(resumed) == hashes(run(name, evaluator(), 14, tmp_path / "straight"))
+
+
+def test_the_batched_vec_env_cuts_episodes_the_budget_cannot_pay_for(table: TableEvaluator, tmp_path: Path) -> None:
+    from envs.student_search import StudentSearchOneShotEnv
+    from search.agents.batched_env import BatchedSearchVecEnv
+
+    evaluator = BatchCountingEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"), parallelism=3)
+    budgeted = BudgetedEvaluator(evaluator, 2, reward=REWARD)
+    env = BatchedSearchVecEnv([StudentSearchOneShotEnv(budgeted, TOY_SPACE, reward=REWARD) for _ in range(3)], budgeted)
+    env.reset()
+    actions = np.array([TOY_SPACE.encode(candidate) for candidate in first_candidates(3)])
+    _, rewards, dones, infos = env.step(actions)
+    assert evaluator.batches == [2] and budgeted.remaining == 0 and dones.all()
+    assert [info.get("budget_exhausted", False) for info in infos] == [False, False, True]
+    assert rewards[2] == 0.0 and infos[2]["TimeLimit.truncated"] and rewards[0] == REWARD(budgeted.history[0].result)
+    assert [info["candidate_hash"] for info in infos[:2]] == hashes(budgeted)
+    _, _, _, infos = env.step(np.stack([actions[1]] * 3))
+    assert evaluator.batches == [2] and not any(info.get("budget_exhausted") for info in infos)
 
 
 def test_resuming_with_other_settings_is_refused(table: TableEvaluator, tmp_path: Path) -> None:
@@ -242,8 +331,9 @@ def test_rl_agents_finish_the_budget_and_save_a_model_that_loads(
 ) -> None:
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import PPO
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from search.agents.rl import MODEL_FILE, TENSORBOARD
+    from search.agents.rl import MODEL_FILE
 
     budgeted = run(name, table, 30, tmp_path)
     assert budgeted.spent == 30
@@ -251,7 +341,10 @@ def test_rl_agents_finish_the_budget_and_save_a_model_that_loads(
     assert model.num_timesteps > 0 and model.gamma == 1.0 and model.gae_lambda == 1.0
     progress = (tmp_path / "logs" / "session-1" / "progress.csv").read_text(encoding="utf-8")
     assert "search/evaluations" in progress.splitlines()[0]
-    assert (tmp_path / "tensorboard").exists() == TENSORBOARD
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "session-1"))
+    events.Reload()
+    evaluations = events.Scalars("search/evaluations")
+    assert evaluations[-1].value == 30 and {"train/loss", "search/best_reward"} <= set(events.Tags()["scalars"])
 
 
 @pytest.mark.parametrize("name", ["ppo", "maskable-ppo"])
@@ -261,12 +354,17 @@ def test_patience_ends_a_policy_that_only_repeats(table: TableEvaluator, tmp_pat
 
 
 def test_rl_options_are_checked(tmp_path: Path, table: TableEvaluator) -> None:
+    from search.agents.rl import MaskablePPOAgent, PPOAgent
+
     with pytest.raises(ValueError, match=r"gamma=1\.5 must lie in"):
         make_agent("ppo", gamma=1.5)
-    with pytest.raises(ValueError, match=r"n_steps=8 \(8 candidates x 1 steps\) must split into minibatches=3"):
-        run("ppo", table, 5, tmp_path, minibatches=3)
+    with pytest.raises(ValueError, match=r"rollout of 1 steps \(1 steps x 1 environments.*minibatches=1 equal"):
+        run("ppo", table, 5, tmp_path, candidates_per_rollout=1, minibatches=1)
     assert not tmp_path.joinpath("agent.json").exists()
     assert run("ppo", table, 5, tmp_path, minibatches=4).spent == 5
+    assert PPOAgent().n_steps(TOY_SPACE, copies=3) == 4 and PPOAgent(minibatches=3).n_steps(TOY_SPACE, copies=3) == 3
+    assert PPOAgent(candidates_per_rollout=2, minibatches=1).n_steps(TOY_SPACE, copies=4) == 1
+    assert MaskablePPOAgent(minibatches=3).n_steps(TOY_SPACE, copies=1) == 9 * len(TOY_SPACE.names)
 
 
 # ---- the registry ----------------------------------------------------------------------------------------------

@@ -144,8 +144,10 @@ def test_random_action_sequences_never_raise(table: TableEvaluator, actions: lis
     for action in actions:
         mask = env.action_masks()
         allowed = 0 <= action < len(mask) and mask[action]
+        pending = env.pending_candidate(action)
         obs, reward, terminated, _, info = env.step(action)
         assert env.observation_space.contains(obs) and np.isfinite(reward)
+        assert info.get("candidate_hash") == (pending.content_hash() if pending is not None else None)
         if not allowed:
             assert terminated and reward == REWARD.penalty and info["invalid_reason"]
         if terminated:
@@ -158,9 +160,12 @@ def test_random_action_sequences_never_raise(table: TableEvaluator, actions: lis
 def test_random_one_shot_actions_never_raise(table: TableEvaluator, action: list[int]) -> None:
     env = StudentSearchOneShotEnv(table, TOY_SPACE, reward=REWARD)
     env.reset(seed=0)
+    pending = env.pending_candidate(np.array(action))
     _, reward, terminated, _, info = env.step(np.array(action))
     validity = TOY_SPACE.is_valid(action)
     assert terminated and np.isfinite(reward)
+    assert pending == (TOY_SPACE.decode(action) if validity else None)
+    assert info["candidate_hash"] == (pending.content_hash() if pending is not None else None)
     assert (info["invalid_reason"] is None) == bool(validity)
     if not validity:
         assert reward == REWARD.penalty and info["invalid_reason"] == validity.reason

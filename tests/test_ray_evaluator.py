@@ -17,11 +17,16 @@ from ray_helpers import (
     register_toy_task_with_faults,
     toy_candidate,
 )
+from toy_table import TOY_TEACHER
 
-from envs.evaluators import Evaluator
+from envs.evaluators import BatchEvaluator, Evaluator
 from envs.fidelity import Fidelity
 from envs.ray_evaluator import MAX_TEMP_DIR_BYTES, RayEvaluator
+from envs.space import SearchSpace
 from envs.store import EvaluationStore
+from search.agents import make_agent
+from search.budget import HISTORY_FILE, BudgetedEvaluator
+from search.dnas.tune import NoRoomForTrials, check_room
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -88,6 +93,32 @@ def test_a_stuck_worker_times_out(pool: RayEvaluator) -> None:
     (stuck,) = pool.evaluate_many([toy_candidate(seed=HANG_SEED)], timeout_s=3)
     assert stuck.status == "failed" and "timed out after 3 s" in stuck.error
     assert pool.worker_failures == failures + 1 and pool.live_workers == 2
+
+
+@pytest.mark.parametrize("agent", ["evolution", "ppo"])
+def test_an_agent_keeps_both_workers_busy(pool: RayEvaluator, tmp_path: Path, agent: str) -> None:
+    # A sequential caller always gets the first idle worker, so two writing processes mean batches of two.
+    space = SearchSpace(
+        TOY_TEACHER,
+        {"num_layers": [1, 2, 3], "ffn_size": [16, 48], "seed": [11 if agent == "ppo" else 12, 13]},
+        {"hidden_size": 32, "num_heads": 4, "batch_size": 16, "max_length": 16, "lr": 1e-3},
+    )
+    known = {row.key for row in EvaluationStore(pool.store_path).rows()}
+    distilled = pool.distillations
+    budgeted = BudgetedEvaluator(pool, 4, history_path=tmp_path / HISTORY_FILE)
+    assert isinstance(pool, BatchEvaluator) and budgeted.parallelism == 2
+    options = {"population_size": 2, "sample_size": 1} if agent == "evolution" else {}
+    make_agent(agent, **options).run(budgeted, space, tmp_path, seed=0)
+    rows = [row for row in EvaluationStore(pool.store_path).rows() if row.key not in known]
+    assert budgeted.spent == len(rows) == 4 and pool.distillations == distilled + 4
+    assert {row.status for row in rows} == {"ok"} and len({row.pid for row in rows}) == 2
+
+
+def test_a_dnas_sweep_refuses_a_ray_whose_cpus_are_all_held(pool: RayEvaluator) -> None:
+    with pytest.raises(
+        NoRoomForTrials, match=r"a DNAS trial needs 1 CPU, but the Ray already running has 0 free \(of 2\)"
+    ):
+        check_room({"cpu": 1, "gpu": 0})
 
 
 def test_bad_settings_are_rejected_before_ray_starts(tmp_path: Path) -> None:

@@ -11,6 +11,15 @@ reward at no budget cost (the rule of :mod:`search.budget`), so a converged popu
 the budget; after ``patience`` consecutive such children, children are fresh :meth:`SearchSpace.sample` draws until
 a new candidate appears. The run ends when the budget is spent or every valid candidate was evaluated.
 
+Parallel evaluations: a cycle makes as many children as the evaluator runs at once
+(:attr:`~search.budget.BudgetedEvaluator.parallelism`, e.g. the Ray workers), each from its own tournament over the
+population as it stood at the start of the cycle, evaluates them in one batch, then adds them (and ages out as many
+members) in order -- the synchronous, batched form of the asynchronous workers of Real et al., chosen because a
+batch is reproducible and resumes exactly; the cost is that a batch waits for its slowest student. When the budget
+left cannot pay for a whole cycle, the children it can pay for are evaluated and the run ends without a checkpoint of
+that cycle, so a resumed run with a larger budget replays it (its first children free) exactly as an uninterrupted
+run would. With one worker it is the algorithm above.
+
 Resume: checkpoint. After every cycle ``run_dir/evolution.json`` records the population, the cycle and stale counts,
 the size of the ledger and the generator's state (JSON); the history is the run's ledger (``evaluations.jsonl``,
 see :mod:`search.budget`), which also supplies the members' rewards. A resumed run restores the generator and the
@@ -95,19 +104,26 @@ class RegularizedEvolution(Agent):
             cycles, stale, evaluations = self._restore(state_path, budgeted, space, rng, population)
         total = space.num_valid()
         while budgeted.remaining > 0 and len(budgeted) < total:
-            if len(population) < self.population_size or stale >= self.patience:
-                child = space.sample(rng)
-            else:
-                picks = rng.integers(len(population), size=self.sample_size)
-                parent = max((population[int(i)] for i in picks), key=lambda m: _entry(budgeted, space, m).reward)
-                child = mutate(space, parent, rng)
-            budgeted.evaluate(space.decode(child))
-            # New means evaluated after the last checkpoint (after a crash, the ledger may be one cycle ahead of it).
-            stale = 0 if _entry(budgeted, space, child).index >= evaluations else stale + 1
+            children: list[Choices] = []
+            for _ in range(budgeted.parallelism):
+                if len(population) + len(children) < self.population_size or stale >= self.patience:
+                    children.append(space.sample(rng))
+                else:
+                    picks = rng.integers(len(population), size=self.sample_size)
+                    parent = max((population[int(i)] for i in picks), key=lambda m: _entry(budgeted, space, m).reward)
+                    children.append(mutate(space, parent, rng))
+            candidates = [space.decode(child) for child in children]
+            affordable = budgeted.affordable(candidates)
+            budgeted.evaluate_many(candidates[:affordable])
+            if affordable < len(candidates):
+                break
+            for child in children:
+                # New means evaluated after the last checkpoint (after a crash, the ledger may be ahead of it).
+                stale = 0 if _entry(budgeted, space, child).index >= evaluations else stale + 1
+                population.append(child)
+                if len(population) > self.population_size:
+                    population.popleft()
             evaluations = len(budgeted)
-            population.append(child)
-            if len(population) > self.population_size:
-                population.popleft()
             cycles += 1
             state = {
                 "version": STATE_VERSION,

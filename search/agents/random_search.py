@@ -4,6 +4,10 @@ Candidates are drawn with :meth:`~envs.space.SearchSpace.sample` (each decision 
 valid candidate reachable) from ``numpy.random.default_rng(seed)``; a draw already evaluated in this run is skipped
 without calling the evaluator. The run ends when the budget is spent or every valid candidate was evaluated.
 
+Parallel evaluations: draws are sent in batches holding as many candidates new to the run as the evaluator runs at
+once (:attr:`~search.budget.BudgetedEvaluator.parallelism`, e.g. the Ray workers). Batching changes when candidates
+are evaluated, not which: the run's history is the same for any number of workers.
+
 Resume: replay. The draws are a pure function of the seed and the ledger answers every candidate evaluated before,
 so a resumed run redraws the same sequence at no cost and continues where the previous one stopped; its history is
 the one an uninterrupted run would have.
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from envs.space import Choices, SearchSpace
+from kdlib.candidate import Candidate
 from search.agents.base import Agent
 from search.budget import BudgetedEvaluator
 
@@ -34,7 +39,12 @@ class RandomSearch(Agent):
         total = space.num_valid()
         drawn: set[Choices] = set()
         while budgeted.remaining > 0 and len(drawn) < total:
-            choices = space.sample(rng)
-            if choices not in drawn:
-                drawn.add(choices)
-                budgeted.evaluate(space.decode(choices))
+            batch: list[Candidate] = []
+            new = 0
+            while new < min(budgeted.parallelism, budgeted.remaining) and len(drawn) < total:
+                choices = space.sample(rng)
+                if choices not in drawn:
+                    drawn.add(choices)
+                    batch.append(space.decode(choices))
+                    new += batch[-1] not in budgeted
+            budgeted.evaluate_many(batch)

@@ -8,27 +8,33 @@ step under exact action masks: it never proposes an invalid candidate and each d
 
 Defaults, for episodes whose only reward is terminal and costs an evaluation (minutes of distillation):
 
-* ``candidates_per_rollout=8``: ``n_steps`` is 8 candidates (8 steps one-shot, ``8 * len(space.names)``
+* ``candidates_per_rollout=8``: a rollout is 8 candidates (8 steps one-shot, ``8 * len(space.names)``
   sequential, so rollouts hold whole episodes); the policy is updated after every 8 evaluations, not after hundreds;
-* ``minibatches=2`` (``batch_size = n_steps // 2``, which divides ``n_steps``) and ``n_epochs=10``: policy updates
-  are free next to evaluations, so each small rollout is reused for 20 gradient steps;
+* ``minibatches=2`` (``batch_size`` = half the rollout) and ``n_epochs=10``: policy updates are free next to
+  evaluations, so each small rollout is reused for 20 gradient steps;
 * ``gamma=1``, ``gae_lambda=1``: undiscounted Monte Carlo returns; every decision of an episode is credited with the
   final reward, and the value head is only a baseline;
 * ``ent_coef=0.01``: a small entropy bonus keeps the policy from collapsing onto candidates already evaluated, which
   cost nothing new and teach nothing new; ``learning_rate=3e-4`` and ``clip_range=0.2`` are SB3's defaults.
 
+Parallel evaluations: the policy acts in ``K`` copies of its environment, ``K`` = the evaluator's
+:attr:`~search.budget.BudgetedEvaluator.parallelism` (the Ray workers; 1 for a sequential evaluator), stepped by
+:class:`~search.agents.batched_env.BatchedSearchVecEnv`, which distils the ``K`` proposed candidates of one vector
+step in one batch. Each copy then takes ``ceil(candidates_per_rollout / K)`` candidates per rollout.
+
 Stopping: a callback ends training right after the step that spends the last unit of budget (SB3 then returns from
-``learn`` normally, so the single environment never asks the :class:`~search.budget.BudgetedEvaluator` for more and
-:class:`~search.budget.BudgetExhausted` is never raised inside SB3), once every valid candidate is evaluated, or after
-``patience`` consecutive episodes that evaluated nothing new (the policy has converged onto known or invalid
-candidates; repeats cost no budget, so without this rule such a policy would train forever).
+``learn`` normally, the vectorised environment never asks the :class:`~search.budget.BudgetedEvaluator` for more than
+it has left, and :class:`~search.budget.BudgetExhausted` is never raised inside SB3), once every valid candidate is
+evaluated, or after ``patience`` consecutive episodes that evaluated nothing new (the policy has converged onto known
+or invalid candidates; repeats cost no budget, so without this rule such a policy would train forever).
 
 Resume: checkpoint. The model is saved to ``run_dir/model.zip`` (written beside it, then renamed) after every policy
 update and on exit, however ``learn`` ends; a run that finds it loads it and continues with
 ``learn(reset_num_timesteps=False)``, while the ledger answers candidates evaluated before for free and keeps the
-budget. Logs go to ``run_dir/logs/session-N/progress.csv`` (one folder per run or resume, as SB3's CSV writer
-truncates its file) and, when the ``tensorboard`` package is installed, to ``run_dir/tensorboard/session-N``; they
-include ``search/evaluations``, ``search/remaining`` and ``search/best_reward``.
+budget (a resume may use another number of workers: SB3 adapts the rollout buffer to the new copies). Logs go to
+``run_dir/tensorboard/session-N`` (TensorBoard: ``tensorboard --logdir run_dir/tensorboard``) and
+``run_dir/logs/session-N/progress.csv`` (one folder per run or resume, as SB3's CSV writer truncates its file);
+they include SB3's training statistics and ``search/evaluations``, ``search/remaining`` and ``search/best_reward``.
 """
 
 from __future__ import annotations
@@ -50,10 +56,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from envs.space import SearchSpace
 from envs.student_search import StudentSearchEnv, StudentSearchOneShotEnv
 from search.agents.base import Agent, check_int
+from search.agents.batched_env import BatchedSearchVecEnv
 from search.budget import BudgetedEvaluator
 
 MODEL_FILE = "model.zip"
-TENSORBOARD = sb3_logger.SummaryWriter is not None
 
 
 def _check_float(name: str, value: Any, low: float, high: float = math.inf, *, open_low: bool = False) -> float:
@@ -75,12 +81,14 @@ def save_model(model: BaseAlgorithm, path: Path) -> None:
 
 
 def session_logger(run_dir: Path) -> sb3_logger.Logger:
-    """A CSV (and, when installed, TensorBoard) logger in a new ``session-N`` folder of ``run_dir``."""
+    """A CSV and TensorBoard logger writing to new ``session-N`` folders of ``run_dir/logs`` and
+    ``run_dir/tensorboard``."""
     logs = run_dir / "logs"
     session = f"session-{len(list(logs.glob('session-*'))) + 1}"
-    formats = [sb3_logger.make_output_format("csv", str(logs / session))]
-    if TENSORBOARD:
-        formats.append(sb3_logger.make_output_format("tensorboard", str(run_dir / "tensorboard" / session)))
+    formats = [
+        sb3_logger.make_output_format("csv", str(logs / session)),
+        sb3_logger.make_output_format("tensorboard", str(run_dir / "tensorboard" / session)),
+    ]
     return sb3_logger.Logger(folder=str(logs / session), output_formats=formats)
 
 
@@ -102,14 +110,14 @@ class BudgetCallback(BaseCallback):
         self.checkpoint()
 
     def _on_step(self) -> bool:
-        for done in self.locals["dones"]:
-            if done:
-                self.stale = 0 if len(self.budgeted) > self._known else self.stale + 1
-                self._known = len(self.budgeted)
-                self.logger.record("search/evaluations", len(self.budgeted))
-                self.logger.record("search/remaining", self.budgeted.remaining)
-                if self.budgeted.best is not None:
-                    self.logger.record("search/best_reward", self.budgeted.best.reward)
+        episodes = int(sum(bool(done) for done in self.locals["dones"]))
+        if episodes:
+            self.stale = 0 if len(self.budgeted) > self._known else self.stale + episodes
+            self._known = len(self.budgeted)
+            self.logger.record("search/evaluations", len(self.budgeted))
+            self.logger.record("search/remaining", self.budgeted.remaining)
+            if self.budgeted.best is not None:
+                self.logger.record("search/best_reward", self.budgeted.best.reward)
         return self.budgeted.remaining > 0 and len(self.budgeted) < self.total and self.stale < self.patience
 
 
@@ -161,25 +169,33 @@ class PolicySearch(Agent):
     def steps_per_candidate(self, space: SearchSpace) -> int:
         """Environment steps per episode (one episode proposes one candidate)."""
 
-    def n_steps(self, space: SearchSpace) -> int:
-        """Steps per rollout on ``space``; ``ValueError`` unless they split into ``minibatches`` of 2 or more."""
+    def n_steps(self, space: SearchSpace, copies: int = 1) -> int:
+        """Steps per environment copy and rollout on ``space`` with ``copies`` copies: the fewest whole candidates
+        per copy for a rollout of at least ``candidates_per_rollout`` candidates that splits into ``minibatches``
+        equal batches; ``ValueError`` unless those batches hold 2 or more steps."""
         steps = self.steps_per_candidate(space)
-        n_steps = self.candidates_per_rollout * steps
-        if n_steps % self.minibatches or n_steps // self.minibatches < 2:
+        per_copy = math.ceil(self.candidates_per_rollout / copies)
+        while per_copy * copies * steps % self.minibatches:
+            per_copy += 1
+        n_steps = per_copy * steps
+        rollout = n_steps * copies
+        if rollout // self.minibatches < 2:
             raise ValueError(
-                f"n_steps={n_steps} ({self.candidates_per_rollout} candidates x {steps} steps) must split into "
+                f"a rollout of {rollout} steps ({n_steps} steps x {copies} environments, {steps} steps per "
+                f"candidate, candidates_per_rollout={self.candidates_per_rollout}) must split into "
                 f"minibatches={self.minibatches} equal batches of at least 2 steps"
             )
         return n_steps
 
     def run(self, budgeted: BudgetedEvaluator, space: SearchSpace, run_dir: str | Path, seed: int = 0) -> None:
         """Check :meth:`n_steps` before anything is written to ``run_dir``, then run."""
-        self.n_steps(space)
+        self.n_steps(space, budgeted.parallelism)
         super().run(budgeted, space, run_dir, seed)
 
     def search(self, budgeted: BudgetedEvaluator, space: SearchSpace, run_dir: Path, seed: int) -> None:
-        env = self.make_env(budgeted, space)
-        n_steps = self.n_steps(space)
+        copies = budgeted.parallelism
+        env = BatchedSearchVecEnv([self.make_env(budgeted, space) for _ in range(copies)], budgeted)
+        n_steps = self.n_steps(space, copies)
         path = run_dir / MODEL_FILE
         if path.exists():
             model = self.algorithm.load(path, env=env, device="cpu")
@@ -188,7 +204,7 @@ class PolicySearch(Agent):
                 "MlpPolicy",
                 env,
                 n_steps=n_steps,
-                batch_size=n_steps // self.minibatches,
+                batch_size=n_steps * copies // self.minibatches,
                 n_epochs=self.n_epochs,
                 learning_rate=self.learning_rate,
                 ent_coef=self.ent_coef,
@@ -209,6 +225,7 @@ class PolicySearch(Agent):
                 model.learn(episodes * self.steps_per_candidate(space), callback=callback, reset_num_timesteps=False)
         finally:
             save_model(model, path)
+            logger.dump(model.num_timesteps)
             logger.close()
 
 

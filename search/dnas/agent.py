@@ -2,8 +2,10 @@
 
 It searches one architecture per (beta, seed) with :func:`~search.dnas.tune.run_dnas_tune` (seeds ``seed ..
 seed + num_seeds - 1``), then evaluates the derived students of the trials that completed, in (beta, seed) order,
-through ``budgeted.evaluate`` -- one unit of budget per distinct candidate, repeats free -- until the budget is
-spent. Trials stopped by ASHA or failed are recorded, not evaluated. The run ends there, even with budget left.
+through ``budgeted.evaluate_many`` (in parallel on a Ray evaluator) -- one unit of budget per distinct candidate,
+repeats free -- until the budget is spent. Trials stopped by ASHA or failed are recorded, not evaluated. The run ends
+there, even with budget left. With a Ray evaluator, its local Ray must have room for the trials beside the
+evaluation workers (:func:`~search.dnas.tune.check_room` refuses one that has none rather than wait forever).
 
 From the space: the searched depths, head counts and FFN widths are the space's ``num_layers`` / ``num_heads`` /
 ``ffn_size`` values (a fixed field is a single choice) that the teacher allows; ``layer_selection``,
@@ -132,28 +134,41 @@ def dnas_config_for(space: SearchSpace, settings: Mapping[str, Any]) -> DNASConf
     )
 
 
-def _evaluate(budgeted: BudgetedEvaluator, space: SearchSpace, outcome: TrialOutcome) -> dict[str, Any]:
-    record = outcome.to_dict() | {"candidate": None, "changes": {}, "evaluated": False}
-    if outcome.status != "completed" or outcome.spec is None:
-        return record | {"note": f"not evaluated: the trial {outcome.status}"}
-    candidate, changes = nearest_candidate(space, outcome.spec)
-    record |= {"candidate": candidate.model_dump(mode="json"), "changes": changes}
-    if candidate not in budgeted and budgeted.remaining == 0:
-        return record | {"note": "not evaluated: the budget is spent"}
-    result = budgeted.evaluate(candidate)
-    entry = budgeted.lookup(candidate)
-    return record | {"evaluated": True, "result_status": result.status, "reward": entry.reward}
-
-
 def evaluate_outcomes(
     budgeted: BudgetedEvaluator, space: SearchSpace, outcomes: Sequence[TrialOutcome]
 ) -> list[dict[str, Any]]:
-    """Evaluate, in order, the derived students of completed trials (mapped by :func:`nearest_candidate`) until
-    the budget is spent; a candidate already in the ledger is answered free. One record per trial: the trial
-    (:meth:`TrialOutcome.to_dict`), ``candidate``, ``changes``, ``evaluated`` and ``result_status`` / ``reward`` or
-    a ``note`` saying why it was not evaluated.
+    """Evaluate the derived students of completed trials (mapped by :func:`nearest_candidate`), in order, until the
+    budget is spent, all in one batch (in parallel on a Ray evaluator); a candidate already in the ledger is answered
+    free. One record per trial: the trial (:meth:`TrialOutcome.to_dict`), ``candidate``, ``changes``, ``evaluated``
+    and ``result_status`` / ``reward`` or a ``note`` saying why it was not evaluated.
     """
-    return [_evaluate(budgeted, space, outcome) for outcome in outcomes]
+    records: list[dict[str, Any]] = []
+    chosen: list[Candidate | None] = []
+    new: set[str] = set()
+    for outcome in outcomes:
+        record = outcome.to_dict() | {"candidate": None, "changes": {}, "evaluated": False}
+        candidate = None
+        if outcome.status != "completed" or outcome.spec is None:
+            record["note"] = f"not evaluated: the trial {outcome.status}"
+        else:
+            mapped, changes = nearest_candidate(space, outcome.spec)
+            record |= {"candidate": mapped.model_dump(mode="json"), "changes": changes}
+            key = mapped.content_hash()
+            if mapped in budgeted or key in new:
+                candidate = mapped
+            elif len(new) == budgeted.remaining:
+                record["note"] = "not evaluated: the budget is spent"
+            else:
+                new.add(key)
+                candidate = mapped
+        records.append(record)
+        chosen.append(candidate)
+    budgeted.evaluate_many([candidate for candidate in chosen if candidate is not None])
+    for record, candidate in zip(records, chosen, strict=True):
+        if candidate is not None:
+            entry = budgeted.lookup(candidate)
+            record |= {"evaluated": True, "result_status": entry.result.status, "reward": entry.reward}
+    return records
 
 
 class DNASAgent(Agent):

@@ -106,11 +106,15 @@ def dnas_trial(trial_config: Mapping[str, Any], settings: TrialSettings) -> None
 
 
 @contextlib.contextmanager
-def local_ray(run_dir: Path, num_cpus: int, gpus: bool, runtime_env: Mapping[str, Any] | None) -> Iterator[None]:
-    """A private local Ray for the sweep (see the module docstring), or the one already initialised."""
+def local_ray(
+    run_dir: Path, num_cpus: int, gpus: bool, runtime_env: Mapping[str, Any] | None, trial: Mapping[str, float]
+) -> Iterator[None]:
+    """A private local Ray for the sweep (see the module docstring), or the one already initialised, which must have
+    room for one ``trial`` (its ``cpu`` and ``gpu`` needs)."""
     if ray.is_initialized():
         if runtime_env is not None:
             raise ValueError("runtime_env applies only when run_dnas_tune starts Ray, but Ray is already initialised")
+        check_room(trial)
         logger.info("using the Ray already initialised in this process; it is left running")
         yield
         return
@@ -130,6 +134,26 @@ def local_ray(run_dir: Path, num_cpus: int, gpus: bool, runtime_env: Mapping[str
         ray.shutdown()
         if prepared.link_dir is not None:
             shutil.rmtree(prepared.link_dir, ignore_errors=True)
+
+
+class NoRoomForTrials(RuntimeError):
+    """The Ray already running cannot fit one DNAS trial."""
+
+
+def check_room(trial: Mapping[str, float]) -> None:
+    """:class:`NoRoomForTrials` when a single-node Ray has fewer free CPUs or GPUs than one trial needs (the sweep
+    would wait forever: e.g. a :class:`~envs.ray_evaluator.RayEvaluator`'s workers hold every CPU of its local Ray).
+    A cluster of several nodes is trusted to make room (autoscaling)."""
+    if sum(1 for node in ray.nodes() if node.get("Alive")) > 1:
+        return
+    free = ray.available_resources()
+    for resource, key in (("cpu", "CPU"), ("gpu", "GPU")):
+        if trial[resource] > free.get(key, 0.0):
+            raise NoRoomForTrials(
+                f"a DNAS trial needs {trial[resource]:g} {key}, but the Ray already running has {free.get(key, 0.0):g} "
+                f"free (of {ray.cluster_resources().get(key, 0.0):g}); its evaluation workers may hold them all: use "
+                "fewer workers or a cluster with room for the trials"
+            )
 
 
 def check_grid(betas: Sequence[float], seeds: Sequence[int]) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -237,7 +261,7 @@ def run_dnas_tune(
     trainable = tune.with_resources(tune.with_parameters(dnas_trial, settings=settings), resources)
     experiment = storage / name
     cpus = num_cpus if num_cpus is not None else max_concurrent * num_cpus_per_trial
-    with local_ray(run_dir, cpus, num_gpus_per_trial > 0, runtime_env):
+    with local_ray(run_dir, cpus, num_gpus_per_trial > 0, runtime_env, resources):
         if tune.Tuner.can_restore(experiment):
             logger.info("restoring the DNAS sweep in %s", experiment)
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, restart_errored=True)
