@@ -252,6 +252,15 @@ def test_batched_runs_resume_with_every_recorded_evaluation(table: TableEvaluato
         assert hashes(resumed) == hashes(run(name, evaluator(), 14, tmp_path / "straight"))
 
 
+@pytest.mark.parametrize("name", ["evolution", "ppo", "maskable-ppo"])
+def test_a_run_resumes_with_more_workers(table: TableEvaluator, tmp_path: Path, name: str) -> None:
+    store = EvaluationStore(tmp_path / "store.sqlite")
+    first, more = BatchCountingEvaluator(table, store, parallelism=1), BatchCountingEvaluator(table, store, 3)
+    run(name, first, 5, tmp_path / "run")
+    resumed = run(name, more, 12, tmp_path / "run")
+    assert first.batches == [1] * 5 and max(more.batches) == 3 and first.calls + more.calls == 12 == resumed.spent
+
+
 def test_the_batched_vec_env_cuts_episodes_the_budget_cannot_pay_for(table: TableEvaluator, tmp_path: Path) -> None:
     from envs.student_search import StudentSearchOneShotEnv
     from search.agents.batched_env import BatchedSearchVecEnv
