@@ -8,6 +8,11 @@ the run's ledger costs nothing and does not reach the wrapped evaluator. Asking 
 distinct ones are recorded raises :class:`BudgetExhausted`. Invalid choice vectors never reach an evaluator (the
 environments penalise them), so they cost nothing either; an evaluation that raises is not recorded.
 
+Batches: :meth:`BudgetedEvaluator.evaluate_many` charges a batch by the same rule and refuses (evaluating nothing) a
+batch with more new candidates than the budget has left; :meth:`~BudgetedEvaluator.affordable` says how much of a
+batch fits. Agents size their batches by :attr:`~BudgetedEvaluator.parallelism`, the number of candidates the
+wrapped evaluator runs at once.
+
 With ``history_path``, every new evaluation is appended to a JSON-lines ledger (fsynced) before ``evaluate``
 returns, and an existing ledger is loaded on construction: a resumed run starts with the budget it already spent and
 answers every recorded candidate from the ledger, so no completed evaluation is repeated and the total stays
