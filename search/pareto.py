@@ -40,13 +40,18 @@ _LATENCY_AT = re.compile(r"latency@(\d+)x(\d+)")
 
 @dataclass(frozen=True)
 class Objective:
-    """One named objective: how to read it from a result and whether more (``up``) or less (``down``) is better."""
+    """One named objective: how to read it from a result and whether more (``up``) or less (``down``) is better.
+
+    ``point`` is the (batch, sequence length) of a latency objective; ``floor`` is the default reference value of an
+    ``up`` objective (the value that adds no hypervolume).
+    """
 
     name: str
     direction: Direction
     label: str
     read: Callable[[EvalResult], float | None]
     point: Point | None = None
+    floor: float = 0.0
 
     @property
     def sign(self) -> float:
@@ -69,6 +74,13 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("accuracy", "up", "test accuracy", lambda r: r.accuracy),
         Objective("ood_accuracy", "up", "mean OOD accuracy", lambda r: r.mean_ood_accuracy),
         _latency_objective(DEFAULT_POINT),
+        Objective(
+            "speedup",
+            "up",
+            f"measured speed-up {DEFAULT_POINT[0]}x{DEFAULT_POINT[1]} (teacher / student)",
+            lambda r: r.speedup(*DEFAULT_POINT),
+            floor=1.0,
+        ),
         Objective("params", "down", "parameters", lambda r: _as_float(r.params_total)),
         Objective("size", "down", "size (bytes)", lambda r: _as_float(r.size_bytes)),
     )
@@ -180,7 +192,8 @@ def reference_point(names: Sequence[str], reference: Mapping[str, float]) -> np.
 def teacher_value(results: Iterable[EvalResult], name: str) -> float | None:
     """The teacher's value of objective ``name`` as recorded in the results (largest one seen), or None.
 
-    Known for ``accuracy``, ``ood_accuracy`` and ``latency``; results do not record the teacher's params or size.
+    Known for ``accuracy``, ``ood_accuracy``, ``latency`` and ``speedup`` (1 wherever a speed-up was measured);
+    results do not record the teacher's params or size.
     """
     objective = get_objective(name)
     values: list[float] = []
@@ -192,6 +205,8 @@ def teacher_value(results: Iterable[EvalResult], name: str) -> float | None:
             value = sum(teacher.values()) / len(teacher) if teacher else None
         elif objective.point is not None:
             value = next((p.teacher_median_ms for p in result.latency if (p.batch, p.seq_len) == objective.point), None)
+        elif objective.name == "speedup":
+            value = None if objective.read(result) is None else 1.0
         else:
             value = None
         if value is not None:
@@ -213,7 +228,7 @@ def default_reference(
         if objective.name in chosen:
             reference[objective.name] = chosen[objective.name]
         elif objective.direction == "up":
-            reference[objective.name] = 0.0
+            reference[objective.name] = objective.floor
         elif objective.point is not None:
             teacher = teacher_value(results, objective.name)
             if teacher is None:

@@ -178,6 +178,7 @@ def test_objective_registry_and_directions() -> None:
         "accuracy": "up",
         "ood_accuracy": "up",
         "latency": "down",
+        "speedup": "up",
         "params": "down",
         "size": "down",
     }
@@ -186,7 +187,9 @@ def test_objective_registry_and_directions() -> None:
 
 
 def test_unknown_objective_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown objective 'speed'.*accuracy, ood_accuracy, latency, params, size"):
+    with pytest.raises(
+        ValueError, match=r"unknown objective 'speed'.*accuracy, ood_accuracy, latency, speedup, params, size"
+    ):
         get_objective("speed")
     with pytest.raises(ValueError, match="unknown objective 'latency@0x64'"):
         get_objective("latency@0x64")
@@ -239,10 +242,11 @@ def test_direction_decides_the_frontier() -> None:
 
 def test_default_reference() -> None:
     results = [result(0.8, 2.0, params=1_000), result(0.7, 1.0, seed=1, params=2_000, ood={"a": 0.5})]
-    names = ["accuracy", "ood_accuracy", "latency", "latency@32x128", "params", "size"]
+    names = ["accuracy", "ood_accuracy", "latency", "latency@32x128", "params", "size", "speedup"]
     assert default_reference(results, names) == {
         "accuracy": 0.0,
         "ood_accuracy": 0.0,
+        "speedup": 1.0,
         "latency": TEACHER_MS,
         "latency@32x128": 32 * TEACHER_MS,
         "params": 2_200.0,
@@ -280,6 +284,34 @@ def test_teacher_value() -> None:
     assert teacher_value(results, "ood_accuracy") == pytest.approx(0.8)
     assert teacher_value(results, "latency@32x128") == 32 * TEACHER_MS
     assert teacher_value(results, "params") is None
+    assert teacher_value(results, "speedup") == 1.0 and teacher_value(results[:1], "speedup") is None
+
+
+def test_speedup_objective_is_robust_to_a_slower_machine() -> None:
+    # The same two students measured on a quiet machine and on one 1.5x slower (teacher and student alike).
+    quiet = [result(0.8, 2.5), result(0.7, 1.25, seed=1)]
+    slow = [
+        r.model_copy(
+            update={
+                "latency": [
+                    p.model_copy(
+                        update={"median_ms": 1.5 * p.median_ms, "teacher_median_ms": 1.5 * p.teacher_median_ms}
+                    )
+                    for p in r.latency
+                ]
+            }
+        )
+        for r in quiet
+    ]
+    names = ["accuracy", "speedup"]
+    for results in (quiet, slow):
+        reference = default_reference(results, names)
+        assert reference == {"accuracy": 0.0, "speedup": 1.0}
+        # speed-ups 4 and 8 over the floor 1: 0.8 * (4 - 1) + 0.7 * (8 - 4)
+        assert hypervolume_trace(results, names, reference)[-1] == pytest.approx(0.8 * 3 + 0.7 * 4)
+    assert hypervolume_trace(quiet, ["accuracy", "latency"], {"accuracy": 0.0, "latency": 10.0})[-1] != pytest.approx(
+        hypervolume_trace(slow, ["accuracy", "latency"], {"accuracy": 0.0, "latency": 10.0})[-1]
+    )
 
 
 def test_trace_hand_computed_with_failures_and_dominated_points() -> None:
