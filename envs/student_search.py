@@ -22,7 +22,7 @@ not called.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, SupportsFloat
 
 import gymnasium as gym
@@ -48,6 +48,8 @@ class _SearchEnv(gym.Env[np.ndarray, Any]):
     """What both environments share: configuration, caches, evaluation and the terminal info."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
+    _final_choices: Callable[[Any], Choices | None]
+    """Each environment's rule: the complete choice vector ``step(action)`` would end the episode with, if any."""
 
     def __init__(
         self,
@@ -94,10 +96,6 @@ class _SearchEnv(gym.Env[np.ndarray, Any]):
         it to evaluate the candidates of several environments together before stepping them."""
         choices = self._final_choices(action)
         return None if choices is None else self._decode(choices).candidate
-
-    def _final_choices(self, action: Any) -> Choices | None:
-        """The complete choice vector ``step(action)`` would end the episode with, if any."""
-        raise NotImplementedError
 
     def _invalid(self, choices: Choices, reason: str) -> tuple[float, dict[str, Any]]:
         self._last = f"invalid: {reason}; reward {self.reward.penalty:.4f}"
