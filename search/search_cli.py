@@ -97,7 +97,9 @@ def search(
         str | None, typer.Option(help="Training budget per evaluation: low, medium, high, full.")
     ] = None,
     reward: Annotated[str | None, typer.Option(help="weighted, mnasnet or constrained.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel live evaluations on a local Ray.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Parallel live evaluations on Ray; agents propose this many at a time.")
+    ] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join a Ray cluster ('auto' or ray://...).")] = None,
     gpus_per_eval: Annotated[float | None, typer.Option(help="GPUs per evaluation on Ray.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the agent.")] = None,
