@@ -8,7 +8,10 @@ Validity rules, all known to :meth:`SearchSpace.validity_mask` and :meth:`Search
 
 * every size (``num_layers``, ``hidden_size``, ``num_heads``, ``ffn_size``) is at most the teacher's;
 * ``hidden_size`` is divisible by ``num_heads``;
-* the declared :class:`Constraint` s ("when these dimensions take these values, forbid those values").
+* the declared :class:`Constraint` s ("when these dimensions take these values, forbid those values");
+* the deployment :class:`~envs.limits.Limits` (``min_speedup``, ``max_params``, ``max_size_mb``), computed
+  analytically from the sizes and ``weight_bits`` (see :mod:`envs.limits`); a limit no candidate meets is a
+  ``ValueError`` at construction naming the limit and the best value the space reaches.
 
 Dimensions linked by a rule form a *component*; the valid combinations of each component are enumerated once, so
 masks are exact: a choice is allowed exactly when some completion of the partial choices is valid, and a sequence of
@@ -21,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +32,7 @@ import numpy as np
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from envs.limits import INPUTS, Limits, best, describe, measure, meets, show
 from kdlib.candidate import Candidate
 from kdlib.hashing import sha256_json
 from kdlib.specs import KDConfig, StudentSpec
@@ -67,6 +71,8 @@ TEACHER_FEATURE_CAPS = {
     "num_attention_heads": 128,
     "intermediate_size": 32768,
 }
+TEACHER_DEFAULTS = {"vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2, "num_labels": 2}
+"""BERT's own defaults, for teacher shapes written before these fields were recorded."""
 
 
 def _field_adapters() -> dict[str, tuple[str, TypeAdapter[Any]]]:
@@ -112,15 +118,22 @@ def _listed(values: Any) -> tuple[Value, ...]:
 
 @dataclass(frozen=True)
 class TeacherShape:
-    """The sizes of the teacher a space is cut from (attribute names as in ``BertConfig``)."""
+    """The sizes of the teacher a space is cut from (attribute names as in ``BertConfig``).
+
+    The last four (defaults: :data:`TEACHER_DEFAULTS`) only enter the analytic limits of :mod:`envs.limits`.
+    """
 
     num_hidden_layers: int
     hidden_size: int
     num_attention_heads: int
     intermediate_size: int
+    vocab_size: int = TEACHER_DEFAULTS["vocab_size"]
+    max_position_embeddings: int = TEACHER_DEFAULTS["max_position_embeddings"]
+    type_vocab_size: int = TEACHER_DEFAULTS["type_vocab_size"]
+    num_labels: int = TEACHER_DEFAULTS["num_labels"]
 
     def __post_init__(self) -> None:
-        for name in TEACHER_FEATURE_CAPS:
+        for name in (*TEACHER_FEATURE_CAPS, *TEACHER_DEFAULTS):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"teacher {name}={value!r} must be a positive int")
@@ -132,8 +145,9 @@ class TeacherShape:
 
     @classmethod
     def from_config(cls, config: Any) -> TeacherShape:
-        """Read the four sizes of a ``BertConfig`` (or anything with the same attributes)."""
-        return cls(**{name: getattr(config, name) for name in TEACHER_FEATURE_CAPS})
+        """Read the sizes of a ``BertConfig`` (or anything with the same attributes; missing extras: defaults)."""
+        extras = {name: getattr(config, name, default) for name, default in TEACHER_DEFAULTS.items()}
+        return cls(**{name: getattr(config, name) for name in TEACHER_FEATURE_CAPS}, **extras)
 
     def features(self) -> np.ndarray:
         """``log2(size) / log2(cap)`` per size, clipped to [0, 1].
@@ -233,7 +247,29 @@ class _Forbid:
         return f"{self.target}={values[self.target]!r} is forbidden{context}: {self.reason}"
 
 
-_Rule = _Limit | _Divisible | _Forbid
+@dataclass(frozen=True)
+class _Budget:
+    """A deployment limit (``min_speedup``, ``max_params`` or ``max_size_mb``) on a student's analytic value."""
+
+    dims: tuple[int, ...]
+    limit: str
+    bound: float
+    teacher: TeacherShape
+    fixed: Mapping[str, Value]
+
+    def value(self, values: Mapping[str, Value]) -> float:
+        """The analytic value of the student ``values`` (and the fixed fields) describe."""
+        inputs = {name: values.get(name, self.fixed.get(name)) for name in INPUTS[self.limit]}
+        return measure(self.limit, self.teacher, inputs)
+
+    def check(self, values: Mapping[str, Value]) -> str | None:
+        value = self.value(values)
+        if meets(self.limit, value, self.bound):
+            return None
+        return f"{describe(self.limit, value)} breaks {show(self.limit, self.bound)}"
+
+
+_Rule = _Limit | _Divisible | _Forbid | _Budget
 
 
 @dataclass
@@ -251,6 +287,7 @@ class SearchSpace:
         dimensions: Mapping[str, Sequence[Any]],
         fixed: Mapping[str, Any] | None = None,
         constraints: Sequence[Constraint] = (),
+        limits: Limits | Mapping[str, Any] | None = None,
     ) -> None:
         if not dimensions:
             raise ValueError("a search space needs at least one dimension")
@@ -273,6 +310,7 @@ class SearchSpace:
         if missing:
             raise ValueError(f"sizes {missing} must be dimensions or fixed fields")
         self.constraints = tuple(constraints)
+        self.limits = limits if isinstance(limits, Limits) else Limits.from_dict(limits)
         self.names: tuple[str, ...] = tuple(self.dimensions)
         self.sizes: tuple[int, ...] = tuple(len(choices) for choices in self.dimensions.values())
         self.offsets: tuple[int, ...] = tuple(int(x) for x in np.cumsum((0, *self.sizes))[:-1])
@@ -307,6 +345,21 @@ class SearchSpace:
             rules.extend(constraint_rules)
             canonical.append(constraint)
         self.constraints = tuple(canonical)
+        return rules + self._budget_rules()
+
+    def _budget_rules(self) -> list[_Rule]:
+        """One rule per limit, over the size dimensions it reads; a limit on fixed sizes alone is checked now."""
+        fixed = {"weight_bits": StudentSpec.model_fields["weight_bits"].default} | self.fixed
+        rules: list[_Rule] = []
+        for name, bound in self.limits.to_dict().items():
+            dims = tuple(self._index[field] for field in INPUTS[name] if field in self._index)
+            rule = _Budget(dims, name, bound, self.teacher, fixed)
+            if dims:
+                rules.append(rule)
+            elif rule.check({}) is not None:
+                raise ValueError(
+                    f"no candidate meets {show(name, bound)}: the fixed sizes give {describe(name, rule.value({}))}"
+                )
         return rules
 
     def _constraint_rules(self, constraint: Constraint) -> tuple[list[_Rule], Constraint]:
@@ -342,7 +395,7 @@ class SearchSpace:
     def _unary_masks(self) -> list[np.ndarray]:
         masks = [np.ones(size, dtype=bool) for size in self.sizes]
         for rule in self._rules:
-            if len(rule.dims) == 1:
+            if len(rule.dims) == 1 and not isinstance(rule, _Budget):
                 (d,) = rule.dims
                 for c, value in enumerate(self.dimensions[self.names[d]]):
                     if rule.check({self.names[d]: value}) is not None:
@@ -360,7 +413,7 @@ class SearchSpace:
                 d = parent[d]
             return d
 
-        linking = [rule for rule in self._rules if len(rule.dims) > 1]
+        linking = [rule for rule in self._rules if len(rule.dims) > 1 or isinstance(rule, _Budget)]
         for rule in linking:
             for d in rule.dims[1:]:
                 parent[root(d)] = root(rule.dims[0])
@@ -370,11 +423,12 @@ class SearchSpace:
         return [self._enumerate(tuple(dims), linking) for dims in groups.values()]
 
     def _enumerate(self, dims: tuple[int, ...], linking: list[_Rule]) -> _Component:
-        """Depth-first enumeration of the valid index combinations of linked dimensions."""
+        """Depth-first enumeration of the valid index combinations of linked dimensions (limits applied last)."""
         position = {d: k for k, d in enumerate(dims)}
         due: list[list[_Rule]] = [[] for _ in dims]
+        budgets = [rule for rule in linking if isinstance(rule, _Budget) and rule.dims[0] in position]
         for rule in linking:
-            if rule.dims[0] in position:
+            if rule.dims[0] in position and not isinstance(rule, _Budget):
                 due[max(position[d] for d in rule.dims)].append(rule)
         options = [np.flatnonzero(self._unary[d]).tolist() for d in dims]
         rows: list[tuple[int, ...]] = []
@@ -397,12 +451,41 @@ class SearchSpace:
         visit(0, ())
         if not rows:
             raise ValueError(f"no valid combination of {[self.names[d] for d in dims]}: the space is empty")
-        return _Component(dims, np.asarray(rows, dtype=np.int32))
+        return _Component(dims, self._within_limits(dims, np.asarray(rows, dtype=np.int32), budgets))
+
+    def _within_limits(self, dims: tuple[int, ...], rows: np.ndarray, budgets: list[_Budget]) -> np.ndarray:
+        """The rows that meet every limit; ValueError naming the limits and the best values when none does."""
+        keep = np.ones(len(rows), dtype=bool)
+        reached = []
+        for rule in budgets:
+            values = self._measured(rule, dims, rows)
+            meeting = meets(rule.limit, values, rule.bound)
+            reached.append(best(rule.limit, values))
+            if not meeting.any():
+                raise ValueError(f"no candidate meets {show(rule.limit, rule.bound)}: {reached[-1]}")
+            keep &= meeting
+        if not keep.any():
+            names = " and ".join(show(rule.limit, rule.bound) for rule in budgets)
+            raise ValueError(f"no candidate meets {names} together; alone, {'; '.join(reached)}")
+        return rows[keep]
+
+    def _measured(self, rule: _Budget, dims: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
+        """The rule's analytic value for every row (computed once per distinct combination of its dimensions)."""
+        columns = [dims.index(d) for d in rule.dims]
+        names = [self.names[d] for d in rule.dims]
+        keys, inverse = np.unique(rows[:, columns], axis=0, return_inverse=True)
+        per_key = [rule.value({n: self.dimensions[n][int(c)] for n, c in zip(names, key, strict=True)}) for key in keys]
+        return np.asarray(per_key, dtype=np.float64)[inverse.reshape(-1)]
 
     # ---- the default space ---------------------------------------------------------------------------------------
 
     @classmethod
-    def default_for(cls, teacher_config: Any, fixed: Mapping[str, Any] | None = None) -> SearchSpace:
+    def default_for(
+        cls,
+        teacher_config: Any,
+        fixed: Mapping[str, Any] | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
+    ) -> SearchSpace:
         """The default space for a teacher (a ``BertConfig`` or :class:`TeacherShape`).
 
         * ``num_layers``: 1 .. the teacher's layer count;
@@ -411,7 +494,8 @@ class SearchSpace:
           head count (so every head-count choice divides every hidden choice);
         * ``num_heads``: the divisors of the teacher's head count;
         * ``ffn_size``: 1/4, 1/2, 3/4 and all of the teacher's, rounded to multiples of 64 when a quarter is >= 64;
-        * the KD and student choices of :data:`DEFAULT_CHOICES`; fixed fields :data:`DEFAULT_FIXED` (or ``fixed``).
+        * the KD and student choices of :data:`DEFAULT_CHOICES`; fixed fields :data:`DEFAULT_FIXED` (or ``fixed``);
+        * the deployment ``limits`` (:class:`~envs.limits.Limits` or its mapping form), none by default.
         """
         teacher = teacher_config
         if not isinstance(teacher, TeacherShape):
@@ -428,23 +512,28 @@ class SearchSpace:
             "ffn_size": _fractions(teacher.intermediate_size, FFN_FRACTIONS, ffn_unit),
             **DEFAULT_CHOICES,
         }
-        return cls(teacher, dimensions, DEFAULT_FIXED if fixed is None else fixed)
+        return cls(teacher, dimensions, DEFAULT_FIXED if fixed is None else fixed, limits=limits)
+
+    def with_limits(self, limits: Limits | Mapping[str, Any]) -> SearchSpace:
+        """This space with ``limits`` added: each limit they set replaces this space's own."""
+        return SearchSpace(self.teacher, self.dimensions, self.fixed, self.constraints, self.limits.merged(limits))
 
     # ---- plain data, YAML and hash ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form: ``teacher``, ``dimensions`` (ordered), ``fixed`` and ``constraints``."""
+        """Plain-data form: ``teacher``, ``dimensions`` (ordered), ``fixed``, ``constraints`` and ``limits``."""
         return {
-            "teacher": {name: getattr(self.teacher, name) for name in TEACHER_FEATURE_CAPS},
+            "teacher": asdict(self.teacher),
             "dimensions": {name: list(choices) for name, choices in self.dimensions.items()},
             "fixed": dict(self.fixed),
             "constraints": [constraint.to_dict() for constraint in self.constraints],
+            "limits": self.limits.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         """Build from :meth:`to_dict`'s form; unknown keys are errors."""
-        unknown = set(data) - {"teacher", "dimensions", "fixed", "constraints"}
+        unknown = set(data) - {"teacher", "dimensions", "fixed", "constraints", "limits"}
         if unknown:
             raise ValueError(f"search space has unknown keys {sorted(unknown)}")
         if "teacher" not in data or "dimensions" not in data:
@@ -454,6 +543,7 @@ class SearchSpace:
             data["dimensions"],
             data.get("fixed") or {},
             [Constraint.from_dict(item) for item in data.get("constraints") or []],
+            Limits.from_dict(data.get("limits")),
         )
 
     def to_yaml(self, path: str | Path | None = None) -> str:

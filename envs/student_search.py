@@ -17,12 +17,16 @@ a ``"surrogate"`` key marks a prediction, not a measurement) and every metric of
 the constraints, or a one-shot combination that breaks them -- never raises: the episode terminates with
 ``reward.penalty``, ``info["status"] == "invalid"`` and the reason in ``info["invalid_reason"]``; the evaluator is
 not called.
+
+``limits`` (:class:`~envs.limits.Limits` or ``{"min_speedup": 3, "max_params": ..., "max_size_mb": ...}``) adds
+deployment limits to the space (each replacing the space's own): the env's ``space`` is then
+``space.with_limits(limits)``, so masks and validity keep every candidate inside them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, SupportsFloat
 
 import gymnasium as gym
@@ -30,6 +34,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.evaluators import Evaluator
+from envs.limits import Limits
 from envs.rewards import Reward, WeightedReward, objectives, result_metrics
 from envs.space import Choices, SearchSpace
 from kdlib.candidate import Candidate, EvalResult
@@ -58,6 +63,7 @@ class _SearchEnv(gym.Env[np.ndarray, Any]):
         reward: Reward | None = None,
         task_features: Sequence[float] = (),
         render_mode: str | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(evaluator, Evaluator):
             raise TypeError(f"evaluator={evaluator!r} has no evaluate(candidate) / task / teacher_key / fidelity")
@@ -65,6 +71,8 @@ class _SearchEnv(gym.Env[np.ndarray, Any]):
             raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not one of {[None, *self.metadata['render_modes']]}")
+        if limits is not None:
+            space = space.with_limits(limits)
         extra = np.asarray(task_features, dtype=np.float32).reshape(-1)
         if not np.all((extra >= 0.0) & (extra <= 1.0)):
             raise ValueError(f"task_features={list(task_features)} must all lie in [0, 1]")
@@ -148,13 +156,14 @@ class StudentSearchEnv(_SearchEnv):
         reward: Reward | None = None,
         task_features: Sequence[float] = (),
         render_mode: str | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(evaluator, space, reward, task_features, render_mode)
-        steps = len(space.names) + 1
-        width = sum(space.sizes) + steps + len(self.descriptor)
-        self.action_space = spaces.Discrete(max(space.sizes))
+        super().__init__(evaluator, space, reward, task_features, render_mode, limits)
+        steps = len(self.space.names) + 1
+        width = sum(self.space.sizes) + steps + len(self.descriptor)
+        self.action_space = spaces.Discrete(max(self.space.sizes))
         self.observation_space = spaces.Box(0.0, 1.0, shape=(width,), dtype=np.float32)
-        self._step_offset = sum(space.sizes)
+        self._step_offset = sum(self.space.sizes)
         self._masks: dict[Choices, np.ndarray] = {}
         self._chosen: list[int] = []
         self._done = False
@@ -244,11 +253,12 @@ class StudentSearchOneShotEnv(_SearchEnv):
         reward: Reward | None = None,
         task_features: Sequence[float] = (),
         render_mode: str | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(evaluator, space, reward, task_features, render_mode)
-        self.action_space = spaces.MultiDiscrete(np.asarray(space.sizes, dtype=np.int64))
+        super().__init__(evaluator, space, reward, task_features, render_mode, limits)
+        self.action_space = spaces.MultiDiscrete(np.asarray(self.space.sizes, dtype=np.int64))
         self.observation_space = spaces.Box(0.0, 1.0, shape=(len(self.descriptor),), dtype=np.float32)
-        self._static_mask = np.concatenate(space.validity_mask([]))
+        self._static_mask = np.concatenate(self.space.validity_mask([]))
 
     def action_masks(self) -> np.ndarray:
         """Concatenated per-dimension masks of choices that appear in some valid candidate."""

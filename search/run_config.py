@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from envs.fidelity import FIDELITIES
+from envs.limits import Limits
 from envs.rewards import REWARDS
 from kdlib.tasks import TASKS
 from search.agents import AGENTS
@@ -38,6 +39,9 @@ class SearchConfig(BaseModel):
     space: Path | None = None
     base: Path | None = None
     max_length: int = Field(64, ge=8)
+    min_speedup: float | None = None
+    max_params: int | None = None
+    max_size_mb: float | None = None
     out: Path | None = None
 
     @model_validator(mode="after")
@@ -46,7 +50,12 @@ class SearchConfig(BaseModel):
             value = getattr(self, field)
             if value not in registry:
                 raise ValueError(f"unknown {field} {value!r}; known: {', '.join(sorted(registry))}")
+        self.limits()
         return self
+
+    def limits(self) -> Limits:
+        """The deployment limits given (``min_speedup``, ``max_params``, ``max_size_mb``); validated."""
+        return Limits(self.min_speedup, self.max_params, self.max_size_mb)
 
     def run_dir(self) -> Path:
         """``out``, or ``results/runs/<task>-<agent>-<backend>-seed<seed>``."""

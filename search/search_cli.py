@@ -82,10 +82,12 @@ def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> E
 
 
 def _space(config: SearchConfig) -> SearchSpace:
+    """The space YAML (or the teacher's default space) with the run's deployment limits replacing its own."""
     if config.space is not None:
-        return SearchSpace.from_yaml(config.space)
+        return SearchSpace.from_yaml(config.space).with_limits(config.limits())
     teacher_config = AutoConfig.from_pretrained(config.base or default_base_dir())
-    return SearchSpace.default_for(teacher_config, fixed=DEFAULT_FIXED | {"max_length": config.max_length})
+    fixed = DEFAULT_FIXED | {"max_length": config.max_length}
+    return SearchSpace.default_for(teacher_config, fixed=fixed, limits=config.limits())
 
 
 def search(
@@ -106,6 +108,11 @@ def search(
     table: Annotated[Path | None, typer.Option(help="Benchmark table (table / surrogate backends).")] = None,
     space: Annotated[Path | None, typer.Option(help="Search space YAML (default: derived from the teacher).")] = None,
     base: Annotated[Path | None, typer.Option(help="Local base model for the teacher (default: MiniLM).")] = None,
+    min_speedup: Annotated[
+        float | None, typer.Option(help="Least FLOPs speed-up over the teacher at batch 1 x 64 (e.g. 3).")
+    ] = None,
+    max_params: Annotated[float | None, typer.Option(help="Most parameters of a student (e.g. 5e6).")] = None,
+    max_size_mb: Annotated[float | None, typer.Option(help="Most MB (10^6 bytes) of a student's weights.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default results/runs/<task>-<agent>-...).")] = None,
     config: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML with these settings.")] = None,
 ) -> None:
@@ -124,6 +131,9 @@ def search(
         "table": table,
         "space": space,
         "base": base,
+        "min_speedup": min_speedup,
+        "max_params": max_params,
+        "max_size_mb": max_size_mb,
         "out": out,
     }
     settings = _settings(config, given)
