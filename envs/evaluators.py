@@ -8,11 +8,17 @@ them from EvalResults. Columns:
 * ``candidate`` -- the Candidate as JSON. When absent, the candidate is rebuilt from the flattened ``spec.<field>``
   and ``kd.<field>`` columns (always written too, for analysis with pandas);
 * ``task``, ``teacher_key``, ``fidelity`` -- what was measured, equal on every row;
-* ``status``, ``error``, ``accuracy``, ``validation_accuracy``, ``teacher_accuracy``, ``flops``, ``params_total``,
-  ``params_non_embedding``, ``size_bytes``, ``peak_memory_bytes``, ``train_seconds``, ``eval_seconds``,
-  ``student_path`` -- as in EvalResult
-  (empty when absent);
-* ``ood_accuracy``, ``teacher_ood_accuracy``, ``latency``, ``provenance`` -- JSON text of those EvalResult fields.
+* ``status``, ``error``, ``accuracy``, ``validation_accuracy``, ``teacher_accuracy``,
+  ``teacher_validation_accuracy``, ``flops``, ``params_total``, ``params_non_embedding``, ``size_bytes``,
+  ``peak_memory_bytes``, ``train_seconds``, ``train_steps``, ``curve_seconds``, ``eval_seconds``, ``student_path``
+  -- as in EvalResult (empty when absent);
+* ``ood_accuracy``, ``ood_dev_accuracy``, ``teacher_ood_accuracy``, ``teacher_ood_dev_accuracy``,
+  ``learning_curve``, ``latency``, ``provenance`` -- JSON text of those EvalResult fields.
+
+Fidelity per request: evaluators that can train a candidate at several budgets implement
+:class:`MultiFidelityEvaluator` (``evaluate(candidate, fidelity)`` and ``cost_steps``, the steps an evaluation
+trains). A table replays its own fidelity and, from the rows' learning curves, any ``rung-<N>`` level whose step is a
+recorded checkpoint (:meth:`TableEvaluator.evaluate`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from envs.fidelity import Fidelity, get_fidelity
 from kdlib.candidate import Candidate, EvalResult, LatencyPoint
 from kdlib.hashing import sha256_json
 
@@ -39,17 +46,28 @@ SCALAR_COLUMNS = (
     "accuracy",
     "validation_accuracy",
     "teacher_accuracy",
+    "teacher_validation_accuracy",
     "flops",
     "params_total",
     "params_non_embedding",
     "size_bytes",
     "peak_memory_bytes",
     "train_seconds",
+    "train_steps",
+    "curve_seconds",
     "eval_seconds",
     "student_path",
 )
-INT_COLUMNS = frozenset({"params_total", "params_non_embedding", "size_bytes", "peak_memory_bytes"})
-JSON_COLUMNS = ("ood_accuracy", "teacher_ood_accuracy", "latency", "provenance")
+INT_COLUMNS = frozenset({"params_total", "params_non_embedding", "size_bytes", "peak_memory_bytes", "train_steps"})
+JSON_COLUMNS = (
+    "ood_accuracy",
+    "ood_dev_accuracy",
+    "teacher_ood_accuracy",
+    "teacher_ood_dev_accuracy",
+    "learning_curve",
+    "latency",
+    "provenance",
+)
 TEXT_COLUMNS = ("status", "error", "student_path", *JSON_COLUMNS)
 SUFFIXES = (".csv", ".parquet")
 
@@ -79,6 +97,19 @@ class BatchEvaluator(Evaluator, Protocol):
 
     def evaluate_many(self, candidates: Sequence[Candidate]) -> list[EvalResult]:
         """Evaluate ``candidates`` (in parallel where possible); results in input order."""
+        ...
+
+
+@runtime_checkable
+class MultiFidelityEvaluator(Evaluator, Protocol):
+    """An evaluator that trains a candidate at any of several budgets and prices each in training steps."""
+
+    def evaluate(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> EvalResult:
+        """Evaluate one candidate at ``fidelity`` (None: the evaluator's own level)."""
+        ...
+
+    def cost_steps(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> int:
+        """The training steps that evaluation runs."""
         ...
 
 
@@ -274,8 +305,26 @@ class TableEvaluator:
         """Every stored result, in table order."""
         return [self._materialise(position) for position in range(len(self._rows))]
 
-    def evaluate(self, candidate: Candidate) -> EvalResult:
-        """The stored result of ``candidate``; a miss raises or is delegated to the fallback."""
+    def evaluate(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> EvalResult:
+        """The stored result of ``candidate``; a miss raises or is delegated to the fallback.
+
+        At a ``rung-<N>`` level the result is replayed from the row's learning curve: validation and OOD-dev
+        accuracy are the best checkpoint up to step N (what restoring the best validated weights keeps), test
+        accuracies are absent (never measured there), ``train_steps`` is N; everything that does not depend on
+        training (latency, FLOPs, parameters, size) is the row's.
+        """
+        if fidelity is not None and get_fidelity(fidelity).name != self.fidelity:
+            return _at_rung(self._stored(candidate), get_fidelity(fidelity), self.path)
+        return self._stored(candidate)
+
+    def cost_steps(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> int:
+        """The steps the row's (or the rung's) training ran; ``ValueError`` when the table does not record them."""
+        result = self.evaluate(candidate, fidelity)
+        if result.train_steps is None:
+            raise ValueError(f"{self.path}: candidate {candidate.content_hash()} records no train_steps")
+        return result.train_steps
+
+    def _stored(self, candidate: Candidate) -> EvalResult:
         result = self._memo.get(candidate)
         if result is not None:
             self.hits += 1
@@ -290,6 +339,34 @@ class TableEvaluator:
         result = self._materialise(position)
         self._memo[candidate] = result
         return result
+
+
+def _at_rung(result: EvalResult, level: Fidelity, path: Path) -> EvalResult:
+    """``result`` as its first ``level.stop_after`` steps left it, from the learning curve (see TableEvaluator)."""
+    if level.stop_after is None:
+        raise ValueError(f"{path} replays its own fidelity and rung-<N> levels, not {level.describe()}")
+    if result.status != "ok":
+        return result
+    points = [point for point in result.learning_curve if point.step <= level.stop_after]
+    if not points or points[-1].step != level.stop_after:
+        recorded = [point.step for point in result.learning_curve]
+        raise ValueError(
+            f"{path}: candidate {result.candidate.content_hash()} has no learning-curve checkpoint at step "
+            f"{level.stop_after} (recorded: {recorded})"
+        )
+    best = max(points, key=lambda point: point.validation_accuracy)
+    return result.model_copy(
+        update={
+            "validation_accuracy": best.validation_accuracy,
+            "ood_dev_accuracy": best.ood_dev_accuracy,
+            "accuracy": None,
+            "ood_accuracy": {},
+            "learning_curve": points,
+            "train_steps": level.stop_after,
+            "train_seconds": points[-1].train_seconds,
+            "student_path": None,
+        }
+    )
 
 
 # ---- surrogate ---------------------------------------------------------------------------------------------------
@@ -350,15 +427,20 @@ class _Features:
 
 
 def _clip(name: str, values: np.ndarray) -> np.ndarray:
-    return np.clip(values, 0.0, 1.0) if name.startswith(("accuracy", "ood_accuracy/")) else values
+    accuracies = ("accuracy", "validation_accuracy", "ood_accuracy/", "ood_dev_accuracy/")
+    return np.clip(values, 0.0, 1.0) if name.startswith(accuracies) else values
 
 
 def _targets(result: EvalResult) -> dict[str, float]:
     targets: dict[str, float] = {}
     if result.accuracy is not None:
         targets["accuracy"] = result.accuracy
+    if result.validation_accuracy is not None:
+        targets["validation_accuracy"] = result.validation_accuracy
     for name, value in result.ood_accuracy.items():
         targets[f"ood_accuracy/{name}"] = value
+    for name, value in result.ood_dev_accuracy.items():
+        targets[f"ood_dev_accuracy/{name}"] = value
     for point in result.latency:
         key = f"{point.batch}x{point.seq_len}"
         targets[f"log_latency_ms/{key}"] = math.log(point.median_ms)
@@ -460,8 +542,12 @@ class SurrogateEvaluator:
         for row in rows:
             if row.teacher_accuracy is not None:
                 values.setdefault("accuracy", []).append(row.teacher_accuracy)
+            if row.teacher_validation_accuracy is not None:
+                values.setdefault("validation_accuracy", []).append(row.teacher_validation_accuracy)
             for name, value in row.teacher_ood_accuracy.items():
                 values.setdefault(f"ood_accuracy/{name}", []).append(value)
+            for name, value in row.teacher_ood_dev_accuracy.items():
+                values.setdefault(f"ood_dev_accuracy/{name}", []).append(value)
             for point in row.latency:
                 values.setdefault(f"latency_ms/{point.batch}x{point.seq_len}", []).append(point.teacher_median_ms)
         return {name: float(np.median(items)) for name, items in values.items()}
@@ -477,23 +563,27 @@ class SurrogateEvaluator:
     def evaluate(self, candidate: Candidate) -> EvalResult:
         """A predicted (never measured) result for ``candidate``."""
         (predicted,) = self.predict([candidate])
-        ood: dict[str, float] = {}
+        ood: dict[str, dict[str, float]] = {"ood_accuracy": {}, "ood_dev_accuracy": {}}
         latency: list[LatencyPoint] = []
         for name, value in predicted.items():
             kind, _, key = name.partition("/")
-            if kind == "ood_accuracy":
-                ood[key] = value
+            if kind in ood:
+                ood[kind][key] = value
             elif kind == "log_latency_ms":
                 latency.append(self._latency_point(key, value, predicted))
-        teacher_ood = {name: self._teacher[f"ood_accuracy/{name}"] for name in ood}
+        teacher_ood = {kind: {name: self._teacher[f"{kind}/{name}"] for name in sets} for kind, sets in ood.items()}
         params = predicted.get("log_params_total")
         return EvalResult(
             candidate=candidate,
             status="ok",
             accuracy=predicted.get("accuracy"),
-            ood_accuracy=ood,
+            validation_accuracy=predicted.get("validation_accuracy"),
+            ood_accuracy=ood["ood_accuracy"],
+            ood_dev_accuracy=ood["ood_dev_accuracy"],
             teacher_accuracy=self._teacher.get("accuracy"),
-            teacher_ood_accuracy=teacher_ood,
+            teacher_validation_accuracy=self._teacher.get("validation_accuracy"),
+            teacher_ood_accuracy=teacher_ood["ood_accuracy"],
+            teacher_ood_dev_accuracy=teacher_ood["ood_dev_accuracy"],
             latency=latency,
             params_total=None if params is None else round(math.exp(params)),
             provenance={"surrogate": dict(self._provenance)},

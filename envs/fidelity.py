@@ -1,10 +1,19 @@
 """Fidelity levels: named training budgets that replace a candidate's own KD budget during a search.
 
-A cheap, low-fidelity evaluation ranks candidates with a fraction of the training a full one gets. The built-in
-levels are ``low`` (``max_steps=150``), ``medium`` (``max_steps=600``), ``high`` (``epochs=3``, no step cap) and
-``full`` (the candidate's own budget); :class:`Fidelity` builds custom ones. The level's name is part of the
-evaluation store key (:func:`envs.store.evaluation_key`), and :func:`apply_fidelity` returns the candidate that is
-really trained, so a stored result always records the budget it was measured with.
+A cheap, low-fidelity evaluation ranks candidates with a fraction of the training a full one gets. Two kinds:
+
+* *compressed* levels replace the candidate's budget (``max_steps`` or ``epochs``): the whole schedule (warm-up,
+  linear decay) is squeezed into the smaller budget. The built-in levels are ``low`` (``max_steps=150``), ``medium``
+  (``max_steps=600``), ``high`` (``epochs=3``, no step cap) and ``full`` (the candidate's own budget);
+* *rungs* (``stop_after=r``, built by :func:`rung`) train the first ``r`` steps of the candidate's own schedule: the
+  point ``r`` of its learning curve. A higher rung retrains from scratch and reproduces the lower rung's steps
+  exactly (the runs are seeded), so rungs of one candidate are points of one curve; multi-fidelity agents
+  (successive halving, Hyperband, MO-ASHA) climb them.
+
+The level's name is part of the evaluation store key (:func:`envs.store.evaluation_key`), and :func:`apply_fidelity`
+returns the candidate that is really trained, so a stored result always records the budget it was measured with.
+:func:`fidelity_steps` is the training steps an evaluation at a level costs: the machine-independent currency of
+step budgets.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 @dataclass(frozen=True)
 class Fidelity:
-    """A named budget: ``max_steps`` steps, or ``epochs`` epochs, or (neither) the candidate's own budget."""
+    """A named budget: ``max_steps`` steps, or ``epochs`` epochs, or (neither) the candidate's own budget, of which
+    only the first ``stop_after`` steps are trained when it is set (a rung)."""
 
     name: str
     max_steps: int | None = None
     epochs: float | None = None
+    stop_after: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -48,6 +59,14 @@ class Fidelity:
             raise ValueError(
                 f"fidelity {self.name!r}: give max_steps={self.max_steps} or epochs={self.epochs}, not both"
             )
+        if self.stop_after is not None:
+            if isinstance(self.stop_after, bool) or not isinstance(self.stop_after, int) or self.stop_after < 1:
+                raise ValueError(f"fidelity {self.name!r}: stop_after={self.stop_after!r} must be a positive int")
+            if not self.keeps_budget:
+                raise ValueError(
+                    f"fidelity {self.name!r}: stop_after truncates the candidate's own budget; "
+                    "give it without max_steps / epochs"
+                )
 
     @property
     def keeps_budget(self) -> bool:
@@ -55,7 +74,10 @@ class Fidelity:
         return self.max_steps is None and self.epochs is None
 
     def describe(self) -> str:
-        """``name (max_steps=N)``, ``name (epochs=E)`` or ``name (the candidate's own budget)``."""
+        """``name (max_steps=N)``, ``name (epochs=E)``, ``name (first N steps of ...)`` or ``name (the candidate's own
+        budget)``."""
+        if self.stop_after is not None:
+            return f"{self.name} (the first {self.stop_after} steps of the candidate's own schedule)"
         if self.max_steps is not None:
             return f"{self.name} (max_steps={self.max_steps})"
         if self.epochs is not None:
@@ -74,14 +96,42 @@ FIDELITIES: dict[str, Fidelity] = {
 }
 
 
+RUNG_PREFIX = "rung-"
+
+
+def rung(steps: int) -> Fidelity:
+    """The level that trains the first ``steps`` steps of each candidate's own schedule, named ``rung-<steps>``."""
+    return Fidelity(f"{RUNG_PREFIX}{steps}", stop_after=steps)
+
+
+def rung_ladder(min_steps: int, max_steps: int, eta: float) -> list[int]:
+    """Rung step counts ``min_steps * eta**k`` (rounded) below ``max_steps``, then ``max_steps``: increasing."""
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 1:
+        raise ValueError(f"min_steps={min_steps!r} must be a positive int")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < min_steps:
+        raise ValueError(f"max_steps={max_steps!r} must be an int of at least min_steps={min_steps}")
+    if isinstance(eta, bool) or not isinstance(eta, int | float) or not math.isfinite(eta) or eta <= 1:
+        raise ValueError(f"eta={eta!r} must be a finite number above 1")
+    ladder: list[int] = []
+    k = 0
+    while (steps := round(min_steps * eta**k)) < max_steps:
+        if not ladder or steps > ladder[-1]:
+            ladder.append(steps)
+        k += 1
+    return [*ladder, max_steps]
+
+
 def get_fidelity(fidelity: str | Fidelity) -> Fidelity:
-    """The level named ``fidelity`` (or ``fidelity`` itself when it is a :class:`Fidelity`).
+    """The level named ``fidelity`` (or ``fidelity`` itself when it is a :class:`Fidelity`); ``rung-<N>`` names
+    :func:`rung` levels.
 
     A custom level may not reuse a built-in name with another budget: the name keys the evaluation store.
     """
     known = ", ".join(level.describe() for level in FIDELITIES.values())
     if isinstance(fidelity, Fidelity):
         builtin = FIDELITIES.get(fidelity.name)
+        if fidelity.name.startswith(RUNG_PREFIX) and fidelity != _named_rung(fidelity.name):
+            raise ValueError(f"fidelity {fidelity.describe()}: names {RUNG_PREFIX}<N> are reserved for rung(N)")
         if builtin is not None and builtin != fidelity:
             raise ValueError(
                 f"fidelity {fidelity.describe()} reuses the built-in name of {builtin.describe()}; "
@@ -89,6 +139,9 @@ def get_fidelity(fidelity: str | Fidelity) -> Fidelity:
             )
         return fidelity
     if isinstance(fidelity, str):
+        named = _named_rung(fidelity)
+        if named is not None:
+            return named
         if fidelity not in FIDELITIES:
             raise ValueError(
                 f"unknown fidelity {fidelity!r}; known levels: {known}; "
@@ -96,6 +149,20 @@ def get_fidelity(fidelity: str | Fidelity) -> Fidelity:
             )
         return FIDELITIES[fidelity]
     raise TypeError(f"fidelity must be a level name or a Fidelity, got {type(fidelity).__name__}")
+
+
+def _named_rung(name: str) -> Fidelity | None:
+    steps = name.removeprefix(RUNG_PREFIX)
+    if name.startswith(RUNG_PREFIX) and steps.isdigit() and not steps.startswith("0"):
+        return rung(int(steps))
+    return None
+
+
+def fidelity_steps(candidate: Candidate, fidelity: str | Fidelity, *, train_size: int) -> int:
+    """The training steps an evaluation of ``candidate`` at ``fidelity`` runs (all stages; early stopping aside)."""
+    level = get_fidelity(fidelity)
+    planned = budget_steps(apply_fidelity(candidate, level, train_size=train_size).kd, train_size)
+    return planned if level.stop_after is None else min(level.stop_after, planned)
 
 
 def _budget(kd: KDConfig, train_size: int | None, candidate: Candidate) -> int:

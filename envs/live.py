@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from envs.fidelity import Fidelity, apply_fidelity, get_fidelity
+from envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
 from envs.store import EvaluationStore, evaluation_key
 from kdlib.candidate import Candidate, EvalResult
 from kdlib.finetune import FineTuneRecipe
@@ -31,7 +31,9 @@ class LiveEvaluator:
     exported to ``students_dir/<evaluation key>``.
 
     The result's candidate is the one actually trained (the level's budget, see
-    :func:`~envs.fidelity.apply_fidelity`), and its provenance names the level under ``"fidelity"``.
+    :func:`~envs.fidelity.apply_fidelity`), and its provenance names the level under ``"fidelity"``. ``fidelity`` is
+    the default level; :meth:`evaluate` takes another per request (e.g. a :func:`~envs.fidelity.rung`), and
+    :meth:`cost_steps` prices a request in training steps.
     ``distillations`` counts candidates trained here; ``reused`` counts results taken from the store (or memory)
     instead; invalid candidates count in neither, as they are rejected before training.
     """
@@ -76,25 +78,39 @@ class LiveEvaluator:
             f"fidelity={self.fidelity_level.describe()!r}, store={self.store!r})"
         )
 
-    def trained_candidate(self, candidate: Candidate) -> Candidate:
-        """``candidate`` with this evaluator's fidelity budget: what is trained and stored."""
-        return apply_fidelity(candidate, self.fidelity_level, train_size=self.train_size)
+    def _level(self, fidelity: str | Fidelity | None) -> Fidelity:
+        return self.fidelity_level if fidelity is None else get_fidelity(fidelity)
 
-    def key(self, candidate: Candidate) -> str:
-        """The evaluation-store key of ``candidate`` at this evaluator's task, teacher and fidelity."""
-        return evaluation_key(self.trained_candidate(candidate), self.task, self.teacher_key, self.fidelity)
+    def trained_candidate(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> Candidate:
+        """``candidate`` with the budget of ``fidelity`` (default: this evaluator's): what is trained and stored."""
+        return apply_fidelity(candidate, self._level(fidelity), train_size=self.train_size)
 
-    def evaluate(self, candidate: Candidate) -> EvalResult:
-        """The stored result of ``candidate`` at this fidelity, or a fresh distillation (stored before returning)."""
-        trained = self.trained_candidate(candidate)
-        key = evaluation_key(trained, self.task, self.teacher_key, self.fidelity)
+    def key(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> str:
+        """The evaluation-store key of ``candidate`` at this evaluator's task and teacher and at ``fidelity``."""
+        level = self._level(fidelity)
+        return evaluation_key(self.trained_candidate(candidate, level), self.task, self.teacher_key, level.name)
+
+    def cost_steps(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> int:
+        """The training steps an evaluation of ``candidate`` at ``fidelity`` runs."""
+        return fidelity_steps(candidate, self._level(fidelity), train_size=self.train_size)
+
+    def evaluate(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> EvalResult:
+        """The stored result of ``candidate`` at ``fidelity`` (default: this evaluator's level), or a fresh
+        distillation (stored before returning)."""
+        level = self._level(fidelity)
+        trained = self.trained_candidate(candidate, level)
+        key = evaluation_key(trained, self.task, self.teacher_key, level.name)
         ran: list[EvalResult] = []
 
         def distil() -> EvalResult:
             out_dir = self.students_dir / key if self.students_dir is not None else None
-            result = self.student_evaluator.evaluate(trained, out_dir=out_dir)
-            level = self.fidelity_level
-            recorded = {"name": level.name, "max_steps": level.max_steps, "epochs": level.epochs}
+            result = self.student_evaluator.evaluate(trained, out_dir=out_dir, stop_after=level.stop_after)
+            recorded = {
+                "name": level.name,
+                "max_steps": level.max_steps,
+                "epochs": level.epochs,
+                "stop_after": level.stop_after,
+            }
             result = result.model_copy(update={"provenance": result.provenance | {"fidelity": recorded}})
             ran.append(result)
             return result
@@ -109,7 +125,7 @@ class LiveEvaluator:
                 distil,
                 task=self.task,
                 teacher_key=self.teacher_key,
-                fidelity=self.fidelity,
+                fidelity=level.name,
                 lease_seconds=self.lease_seconds,
             )
         if not ran:

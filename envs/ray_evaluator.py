@@ -44,7 +44,7 @@ import torch
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from envs.fidelity import Fidelity, apply_fidelity, get_fidelity
+from envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
 from envs.live import LiveEvaluator
 from envs.store import EvaluationStore, evaluation_key
 from kdlib.candidate import Candidate, EvalResult
@@ -142,11 +142,12 @@ class EvaluationWorker:
         live = self.evaluator
         return WorkerIdentity(live.task, live.teacher_key, live.train_size)
 
-    def evaluate(self, candidate: Candidate) -> tuple[EvalResult, int, int]:
-        """The result, and how much it added to the evaluator's ``distillations`` and ``reused`` counters."""
+    def evaluate(self, candidate: Candidate, fidelity: Fidelity | None = None) -> tuple[EvalResult, int, int]:
+        """The result at ``fidelity`` (None: the worker's level), and how much it added to the evaluator's
+        ``distillations`` and ``reused`` counters."""
         live = self.evaluator
         before = (live.distillations, live.reused)
-        result = live.evaluate(candidate)
+        result = live.evaluate(candidate, fidelity)
         return result, live.distillations - before[0], live.reused - before[1]
 
 
@@ -162,6 +163,7 @@ class _Job:
     key: str
     candidate: Candidate
     deadline: float | None
+    level: Fidelity
 
 
 def _one_line(error: BaseException) -> str:
@@ -357,28 +359,41 @@ class RayEvaluator:
         """Candidates evaluated at the same time: the workers in the pool (at least 1)."""
         return max(1, len(self._slots))
 
-    def evaluate(self, candidate: Candidate) -> EvalResult:
-        """Evaluate one candidate on a worker (blocking)."""
-        return self.evaluate_many([candidate])[0]
+    def evaluate(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> EvalResult:
+        """Evaluate one candidate on a worker (blocking), at ``fidelity`` (None: this evaluator's level)."""
+        return self.evaluate_many([candidate], fidelity)[0]
 
-    def evaluate_many(self, candidates: Sequence[Candidate], *, timeout_s: float | None = None) -> list[EvalResult]:
-        """Evaluate ``candidates`` in parallel across the workers; results in input order.
+    def cost_steps(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> int:
+        """The training steps an evaluation of ``candidate`` at ``fidelity`` runs."""
+        level = self.fidelity_level if fidelity is None else get_fidelity(fidelity)
+        return fidelity_steps(candidate, level, train_size=self.train_size)
 
-        Candidates that are trained identically at this fidelity are evaluated once. ``timeout_s`` replaces
+    def evaluate_many(
+        self,
+        candidates: Sequence[Candidate],
+        fidelity: str | Fidelity | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> list[EvalResult]:
+        """Evaluate ``candidates`` at ``fidelity`` (None: this evaluator's level) in parallel across the workers;
+        results in input order.
+
+        Candidates that are trained identically at that fidelity are evaluated once. ``timeout_s`` replaces
         ``eval_timeout_s`` for this call (seconds per candidate, counted from its submission to a worker).
         """
         if self._closed:
             raise RuntimeError("this RayEvaluator was shut down")
         _check_positive("timeout_s", timeout_s, allow_none=True)
         timeout = timeout_s if timeout_s is not None else self.eval_timeout_s
-        trained = [apply_fidelity(c, self.fidelity_level, train_size=self.train_size) for c in candidates]
-        keys = [evaluation_key(t, self.task, self.teacher_key, self.fidelity) for t in trained]
+        level = self.fidelity_level if fidelity is None else get_fidelity(fidelity)
+        trained = [apply_fidelity(c, level, train_size=self.train_size) for c in candidates]
+        keys = [evaluation_key(t, self.task, self.teacher_key, level.name) for t in trained]
         queue = deque(dict(zip(keys, trained, strict=True)).items())
         idle = deque(self._slots)
         running: dict[Any, _Job] = {}
         results: dict[str, EvalResult] = {}
         try:
-            self._run(queue, idle, running, results, timeout)
+            self._run(queue, idle, running, results, timeout, level)
         finally:
             for job in running.values():
                 self._restart(job.slot)
@@ -391,6 +406,7 @@ class RayEvaluator:
         running: dict[Any, _Job],
         results: dict[str, EvalResult],
         timeout: float | None,
+        level: Fidelity,
     ) -> None:
         """Feed idle workers from ``queue`` and collect results until both are empty; ``running`` holds the jobs."""
         while queue or running:
@@ -400,10 +416,10 @@ class RayEvaluator:
                 deadline = None
                 if timeout is not None:
                     deadline = time.monotonic() + timeout + (0.0 if slot.ready else self.startup_timeout_s)
-                running[slot.actor.evaluate.remote(candidate)] = _Job(slot, key, candidate, deadline)
+                running[slot.actor.evaluate.remote(candidate, level)] = _Job(slot, key, candidate, deadline, level)
             if not running:
                 for key, candidate in queue:
-                    results[key] = self._failed(candidate, "no worker left: every worker died or timed out")
+                    results[key] = self._failed(candidate, "no worker left: every worker died or timed out", level)
                 break
             ready, _ = ray.wait(list(running), num_returns=1, timeout=self._wait_seconds(running.values()))
             for ref in ready:
@@ -413,7 +429,7 @@ class RayEvaluator:
                 if job.deadline is not None and now > job.deadline:
                     del running[ref]
                     reason = f"evaluation timed out after {timeout:g} s; its worker was stopped"
-                    results[job.key] = self._failed(job.candidate, reason)
+                    results[job.key] = self._failed(job.candidate, reason, job.level)
                     self._replace(job.slot, idle)
 
     @staticmethod
@@ -428,10 +444,12 @@ class RayEvaluator:
             result, distilled, reused = ray.get(ref, timeout=self.startup_timeout_s)
         except RayTaskError as error:
             cause = error.cause if error.cause is not None else error
-            results[job.key] = self._failed(job.candidate, f"the worker raised {type(cause).__name__}: {cause}")
+            results[job.key] = self._failed(
+                job.candidate, f"the worker raised {type(cause).__name__}: {cause}", job.level
+            )
             idle.append(job.slot)
         except RayError as error:
-            results[job.key] = self._failed(job.candidate, f"the worker died: {_one_line(error)}")
+            results[job.key] = self._failed(job.candidate, f"the worker died: {_one_line(error)}", job.level)
             self._replace(job.slot, idle)
         else:
             job.slot.ready = True
@@ -458,12 +476,16 @@ class RayEvaluator:
             self._slots.remove(slot)
             logger.warning("a worker failed and no restarts are left; %d workers remain", len(self._slots))
 
-    def _failed(self, candidate: Candidate, reason: str) -> EvalResult:
-        level = self.fidelity_level
+    def _failed(self, candidate: Candidate, reason: str, level: Fidelity) -> EvalResult:
         provenance = {
             "task": self.task,
             "teacher_key": self.teacher_key,
-            "fidelity": {"name": level.name, "max_steps": level.max_steps, "epochs": level.epochs},
+            "fidelity": {
+                "name": level.name,
+                "max_steps": level.max_steps,
+                "epochs": level.epochs,
+                "stop_after": level.stop_after,
+            },
             "backend": "ray",
         }
         return EvalResult(candidate=candidate, status="failed", error=reason, provenance=provenance)

@@ -5,6 +5,10 @@ can return, penalty included), whether it is ``deterministic`` (re-evaluating a 
 false as soon as it reads measured latency, which is noisy) and ``platform_dependent`` (it reads latency, which
 depends on the machine).
 
+Selection discipline: every reward and :func:`objectives` read only what a search may select on -- validation
+accuracy and the OOD *dev* halves (:meth:`~kdlib.candidate.EvalResult.blinded` keeps exactly those) -- never the
+test split or the OOD test halves, which are for reporting.
+
 A result with status ``failed`` or ``invalid`` earns the reward's ``penalty``. Unless given, the penalty is one below
 the lowest value a successful result can earn, so any successful candidate beats any broken one. A successful
 result that lacks a metric the reward needs (no teacher accuracy, no OOD set, no latency at the reward's point) is a
@@ -23,7 +27,7 @@ from kdlib.candidate import EvalResult
 
 Point = tuple[int, int]
 DEFAULT_POINT: Point = (1, 64)
-OBJECTIVES = ("accuracy", "ood_accuracy", "neg_latency_ms", "neg_params")
+OBJECTIVES = ("validation_accuracy", "ood_dev_accuracy", "neg_latency_ms", "neg_params")
 
 
 def latency_ms(result: EvalResult, point: Point) -> float | None:
@@ -35,11 +39,12 @@ def latency_ms(result: EvalResult, point: Point) -> float | None:
 
 
 def objectives(result: EvalResult, point: Point = DEFAULT_POINT) -> np.ndarray:
-    """``(accuracy, mean OOD accuracy, -latency_ms at point, -params_total)`` as float64, all to be maximised.
+    """``(validation accuracy, mean OOD-dev accuracy, -latency_ms at point, -params_total)`` as float64, all to be
+    maximised (see :data:`OBJECTIVES`).
 
     Entries the result does not have (no OOD set, no latency at ``point``, a failed or invalid result) are NaN.
     """
-    values = [result.accuracy, result.mean_ood_accuracy, latency_ms(result, point), result.params_total]
+    values = [result.validation_accuracy, result.mean_ood_dev_accuracy, latency_ms(result, point), result.params_total]
     signs = (1.0, 1.0, -1.0, -1.0)
     return np.array([math.nan if v is None else sign * v for sign, v in zip(signs, values, strict=True)])
 
@@ -47,15 +52,22 @@ def objectives(result: EvalResult, point: Point = DEFAULT_POINT) -> np.ndarray:
 def result_metrics(result: EvalResult) -> dict[str, Any]:
     """Every metric of a result as a flat dict of scalars (None when absent).
 
-    Keys: ``status``, ``error``, the scalar fields of EvalResult, ``retention``, ``mean_ood_accuracy``,
-    ``ood_retention``, ``ood_accuracy/<set>``, ``teacher_ood_accuracy/<set>``, and per latency point ``BxS``:
-    ``latency_ms/BxS``, ``teacher_latency_ms/BxS``, ``speedup/BxS``, ``theoretical_speedup/BxS``.
+    Keys: ``status``, ``error``, the scalar fields of EvalResult, ``retention``, ``validation_retention``,
+    ``mean_ood_accuracy``, ``mean_ood_dev_accuracy``, ``ood_retention``, ``ood_dev_retention``,
+    ``ood_accuracy/<set>``, ``ood_dev_accuracy/<set>``, ``teacher_ood_accuracy/<set>``,
+    ``teacher_ood_dev_accuracy/<set>``, and per latency point ``BxS``: ``latency_ms/BxS``,
+    ``teacher_latency_ms/BxS``, ``speedup/BxS``, ``theoretical_speedup/BxS``. Test-derived keys are None for a
+    :meth:`~kdlib.candidate.EvalResult.blinded` result.
     """
     metrics: dict[str, Any] = {
         "status": result.status,
         "error": result.error,
-        "accuracy": result.accuracy,
         "validation_accuracy": result.validation_accuracy,
+        "teacher_validation_accuracy": result.teacher_validation_accuracy,
+        "validation_retention": result.validation_retention,
+        "mean_ood_dev_accuracy": result.mean_ood_dev_accuracy,
+        "ood_dev_retention": result.ood_dev_retention,
+        "accuracy": result.accuracy,
         "teacher_accuracy": result.teacher_accuracy,
         "retention": result.retention,
         "mean_ood_accuracy": result.mean_ood_accuracy,
@@ -66,12 +78,18 @@ def result_metrics(result: EvalResult) -> dict[str, Any]:
         "size_bytes": result.size_bytes,
         "peak_memory_bytes": result.peak_memory_bytes,
         "train_seconds": result.train_seconds,
+        "train_steps": result.train_steps,
+        "curve_seconds": result.curve_seconds,
         "eval_seconds": result.eval_seconds,
     }
-    for name, value in result.ood_accuracy.items():
-        metrics[f"ood_accuracy/{name}"] = value
-    for name, value in result.teacher_ood_accuracy.items():
-        metrics[f"teacher_ood_accuracy/{name}"] = value
+    for prefix, values in (
+        ("ood_dev_accuracy", result.ood_dev_accuracy),
+        ("teacher_ood_dev_accuracy", result.teacher_ood_dev_accuracy),
+        ("ood_accuracy", result.ood_accuracy),
+        ("teacher_ood_accuracy", result.teacher_ood_accuracy),
+    ):
+        for name, value in values.items():
+            metrics[f"{prefix}/{name}"] = value
     for point in result.latency:
         key = f"{point.batch}x{point.seq_len}"
         metrics[f"latency_ms/{key}"] = point.median_ms
@@ -137,7 +155,8 @@ class Reward(ABC):
             raise ValueError(
                 f"{type(self).__name__} needs {metric}, which the result for candidate "
                 f"{result.candidate.content_hash()} lacks (latency points: {points}, "
-                f"OOD sets: {sorted(result.ood_accuracy)}, teacher accuracy: {result.teacher_accuracy})"
+                f"OOD dev sets: {sorted(result.ood_dev_accuracy)}, teacher validation accuracy: "
+                f"{result.teacher_validation_accuracy})"
             )
         return value
 
@@ -146,9 +165,10 @@ class Reward(ABC):
 
 
 class WeightedReward(Reward):
-    """``w_acc * retention + w_ood * ood_retention + w_speed * ln(speedup)`` at ``point``.
+    """``w_acc * validation retention + w_ood * OOD-dev retention + w_speed * ln(speedup)`` at ``point``.
 
-    Retentions (student / teacher accuracy) are clipped to [0, ``max_retention``] and ``ln(speedup)`` to
+    Retentions (student / teacher accuracy on validation and on the OOD dev halves) are clipped to
+    [0, ``max_retention``] and ``ln(speedup)`` to
     ``[-max_log_speedup, max_log_speedup]`` so the declared range holds. Terms with weight 0 are not read.
     """
 
@@ -186,9 +206,10 @@ class WeightedReward(Reward):
         w_acc, w_ood, w_speed = self.weights
         total = 0.0
         if w_acc:
-            total += w_acc * min(max(self._need(result, "retention", result.retention), 0.0), self.max_retention)
+            retention = self._need(result, "validation_retention", result.validation_retention)
+            total += w_acc * min(max(retention, 0.0), self.max_retention)
         if w_ood:
-            retention = self._need(result, "ood_retention", result.ood_retention)
+            retention = self._need(result, "ood_dev_retention", result.ood_dev_retention)
             total += w_ood * min(max(retention, 0.0), self.max_retention)
         if w_speed:
             speedup = self._need(result, f"the speedup at {self.point}", result.speedup(*self.point))
@@ -198,7 +219,7 @@ class WeightedReward(Reward):
 
 
 class MnasNetReward(Reward):
-    """MnasNet's soft constraint: ``accuracy * (latency / target_latency_ms) ** w`` at ``point``.
+    """MnasNet's soft constraint: ``validation accuracy * (latency / target_latency_ms) ** w`` at ``point``.
 
     ``latency / target`` is clipped to ``[1 / max_ratio, max_ratio]`` so the declared range holds.
     """
@@ -230,15 +251,15 @@ class MnasNetReward(Reward):
         return True
 
     def score(self, result: EvalResult) -> float:
-        accuracy = min(max(self._need(result, "accuracy", result.accuracy), 0.0), 1.0)
+        accuracy = min(max(self._need(result, "validation_accuracy", result.validation_accuracy), 0.0), 1.0)
         ratio = self._latency(result) / self.target_latency_ms
         ratio = min(max(ratio, 1.0 / self.max_ratio), self.max_ratio)
         return accuracy * ratio**self.w
 
 
 class ConstrainedReward(Reward):
-    """Accuracy when the latency at ``point`` is within ``latency_budget_ms``; otherwise the overshoot penalty
-    ``-min(latency / budget - 1, 1)`` in [-1, 0), so every candidate within budget beats every one over it and
+    """Validation accuracy when the latency at ``point`` is within ``latency_budget_ms``; otherwise the overshoot
+    penalty ``-min(latency / budget - 1, 1)`` in [-1, 0), so every candidate within budget beats every one over it and
     smaller overshoots are preferred. Failed/invalid results get ``penalty`` (default -2)."""
 
     name = "constrained"
@@ -260,7 +281,7 @@ class ConstrainedReward(Reward):
     def score(self, result: EvalResult) -> float:
         latency = self._latency(result)
         if latency <= self.latency_budget_ms:
-            return min(max(self._need(result, "accuracy", result.accuracy), 0.0), 1.0)
+            return min(max(self._need(result, "validation_accuracy", result.validation_accuracy), 0.0), 1.0)
         return -min(latency / self.latency_budget_ms - 1.0, 1.0)
 
 

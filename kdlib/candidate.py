@@ -49,12 +49,35 @@ class LatencyPoint(BaseModel):
     theoretical_speedup: float
 
 
+class CurvePoint(BaseModel):
+    """One checkpoint of a learning curve: accuracy on the selection sets after ``step`` training steps.
+
+    ``train_seconds`` is the training wall time up to the checkpoint, evaluation time excluded.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: int
+    validation_accuracy: float
+    ood_dev_accuracy: dict[str, float] = Field(default_factory=dict)
+    train_seconds: float
+
+
+TEST_FIELDS = ("accuracy", "ood_accuracy", "teacher_accuracy", "teacher_ood_accuracy")
+
+
 class EvalResult(BaseModel):
     """What evaluating a Candidate produced: metrics, status and provenance.
 
     ``status`` is ``ok`` (metrics present), ``failed`` (training diverged or crashed; ``error`` says why) or
     ``invalid`` (the candidate does not fit the teacher; ``error`` names the field). ``peak_memory_bytes`` is the
     peak CUDA memory of a forward at the last latency point, None on CPU (see :mod:`kdlib.footprint`).
+
+    Selection and reporting are kept apart. ``validation_accuracy`` and ``ood_dev_accuracy`` (the dev half of each
+    OOD set) are what a search may select on; ``accuracy`` (test) and ``ood_accuracy`` (the test half of each OOD
+    set) are for reporting only, and :meth:`blinded` removes them before a result reaches an agent.
+    ``learning_curve`` holds the selection accuracies at the distillation's checkpoints; ``train_steps`` the steps
+    trained and ``curve_seconds`` the time spent evaluating the checkpoints.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -65,8 +88,14 @@ class EvalResult(BaseModel):
     accuracy: float | None = None
     validation_accuracy: float | None = None
     ood_accuracy: dict[str, float] = Field(default_factory=dict)
+    ood_dev_accuracy: dict[str, float] = Field(default_factory=dict)
     teacher_accuracy: float | None = None
+    teacher_validation_accuracy: float | None = None
     teacher_ood_accuracy: dict[str, float] = Field(default_factory=dict)
+    teacher_ood_dev_accuracy: dict[str, float] = Field(default_factory=dict)
+    learning_curve: list[CurvePoint] = Field(default_factory=list)
+    train_steps: int | None = None
+    curve_seconds: float | None = None
     latency: list[LatencyPoint] = Field(default_factory=list)
     flops: float | None = None
     params_total: int | None = None
@@ -86,17 +115,38 @@ class EvalResult(BaseModel):
         return self.accuracy / self.teacher_accuracy
 
     @property
+    def validation_retention(self) -> float | None:
+        """Student validation accuracy as a share of the teacher's (what a search selects on)."""
+        if self.validation_accuracy is None or not self.teacher_validation_accuracy:
+            return None
+        return self.validation_accuracy / self.teacher_validation_accuracy
+
+    @property
     def mean_ood_accuracy(self) -> float | None:
-        """Mean accuracy over the OOD sets (None when there are none)."""
-        return sum(self.ood_accuracy.values()) / len(self.ood_accuracy) if self.ood_accuracy else None
+        """Mean accuracy over the OOD test halves (None when there are none)."""
+        return _mean(self.ood_accuracy)
+
+    @property
+    def mean_ood_dev_accuracy(self) -> float | None:
+        """Mean accuracy over the OOD dev halves (None when there are none)."""
+        return _mean(self.ood_dev_accuracy)
 
     @property
     def ood_retention(self) -> float | None:
-        """Mean OOD accuracy as a share of the teacher's mean OOD accuracy."""
-        if not self.ood_accuracy or not self.teacher_ood_accuracy:
-            return None
-        teacher = sum(self.teacher_ood_accuracy[name] for name in self.ood_accuracy) / len(self.ood_accuracy)
-        return self.mean_ood_accuracy / teacher if teacher else None
+        """Mean OOD test accuracy as a share of the teacher's on the same sets."""
+        return _retention(self.ood_accuracy, self.teacher_ood_accuracy)
+
+    @property
+    def ood_dev_retention(self) -> float | None:
+        """Mean OOD dev accuracy as a share of the teacher's on the same sets (what a search selects on)."""
+        return _retention(self.ood_dev_accuracy, self.teacher_ood_dev_accuracy)
+
+    def blinded(self) -> EvalResult:
+        """This result without its test-derived fields (:data:`TEST_FIELDS`): what an agent may see."""
+        fields = type(self).model_fields
+        return self.model_copy(
+            update={name: fields[name].get_default(call_default_factory=True) for name in TEST_FIELDS}
+        )
 
     def speedup(self, batch: int, seq_len: int) -> float | None:
         """Measured teacher/student latency ratio at one point (None when not measured)."""
@@ -104,3 +154,14 @@ class EvalResult(BaseModel):
             if (point.batch, point.seq_len) == (batch, seq_len):
                 return point.speedup
         return None
+
+
+def _mean(values: dict[str, float]) -> float | None:
+    return sum(values.values()) / len(values) if values else None
+
+
+def _retention(student: dict[str, float], teacher: dict[str, float]) -> float | None:
+    if not student or not teacher or any(name not in teacher for name in student):
+        return None
+    reference = sum(teacher[name] for name in student) / len(student)
+    return sum(student.values()) / len(student) / reference if reference else None

@@ -33,6 +33,13 @@ no cache. Intermediate stages always run the teacher, under ``torch.inference_mo
 replaces a random half (``kdlib.augmentation.AUGMENTED_SHARE``) of each batch's rows by augmented copies (seeded);
 in the prediction stage those rows are trained on the teacher's soft targets alone.
 
+Learning curve. At every checkpoint of :func:`curve_checkpoints` (geometric steps 25, 50, 100, ... and the last step
+trained) the student is scored on the validation set and on ``curve_sets`` (the OOD dev halves); the points land in
+``DistillationOutcome.learning_curve`` with the training seconds so far (evaluation time excluded), and
+``curve_seconds`` is the time those checkpoints took. ``stop_after=r`` ends training after ``r`` steps of the planned
+schedule (a learning-curve rung: the schedule, warm-up and decay are those of the whole budget, so the first ``r``
+steps are exactly those of a full run).
+
 Temperature per step and example comes from :func:`kdlib.temperature.temperatures` over the prediction stage.
 A NaN or infinite loss ends training with ``status="failed"`` (no exception); the student keeps its best
 validated weights, or the weights before the failing step when no evaluation had run.
@@ -44,7 +51,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +66,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kdlib.augmentation import augment_batch
 from kdlib.batching import Batch, DynamicPadding
+from kdlib.candidate import CurvePoint
 from kdlib.device import autocast
 from kdlib.evaluation import accuracy, labels_of, predict_logits
 from kdlib.finetune import TrainingDivergedError
@@ -84,6 +92,7 @@ WARMUP_SHARE = 0.1
 WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+FIRST_CHECKPOINT = 25
 
 StageKind = Literal["general", "intermediate", "prediction"]
 
@@ -100,7 +109,8 @@ class Stage:
 
 @dataclass
 class DistillationOutcome:
-    """What a distillation run did. ``validation_history`` holds ``(global step, accuracy)`` pairs."""
+    """What a distillation run did. ``validation_history`` holds ``(global step, accuracy)`` pairs of the prediction
+    stage's evaluations; ``learning_curve`` the checkpoints (see the module docstring)."""
 
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None
@@ -110,6 +120,21 @@ class DistillationOutcome:
     validation_history: list[tuple[int, float]] = field(default_factory=list)
     best_validation_accuracy: float | None = None
     teacher_forward_batches: int = 0
+    learning_curve: list[CurvePoint] = field(default_factory=list)
+    curve_seconds: float = 0.0
+    evaluation_seconds: float = 0.0
+
+
+def curve_checkpoints(total_steps: int, first: int = FIRST_CHECKPOINT) -> tuple[int, ...]:
+    """Geometric checkpoints ``first, 2 first, 4 first, ...`` below ``total_steps``, then ``total_steps``."""
+    if total_steps < 1 or first < 1:
+        raise ValueError(f"total_steps={total_steps} and first={first} must be >= 1")
+    steps = []
+    step = first
+    while step < total_steps:
+        steps.append(step)
+        step *= 2
+    return (*steps, total_steps)
 
 
 def intermediate_layers(config: KDConfig, num_student_layers: int) -> tuple[int, ...]:
@@ -330,6 +355,9 @@ class _Distillation:
         self.augment_generator = torch.Generator().manual_seed(config.seed)
         self.outcome = DistillationOutcome()
         self.best_state: dict[str, Tensor] | None = None
+        self.started = time.perf_counter()
+        self.checkpoints: frozenset[int] = frozenset()
+        self.curve_sets: dict[str, datasets.Dataset] = {}
 
     def student_view(self) -> nn.Module:
         """The student as it reads teacher token ids (for evaluation on the teacher-tokenized sets)."""
@@ -507,15 +535,30 @@ class _Distillation:
             weights["cosine"] = self.config.cosine_weight
         return losses, weights
 
-    def evaluate(self, validation_set: datasets.Dataset, step: int) -> float:
-        logits = predict_logits(self.student_view(), validation_set, pad_id=self.pad_id, device=self.device)
+    def accuracy_on(self, dataset: datasets.Dataset) -> float:
+        logits = predict_logits(self.student_view(), dataset, pad_id=self.pad_id, device=self.device)
         self.student.train()
-        value = accuracy(logits, labels_of(validation_set))
-        self.outcome.validation_history.append((step, value))
-        best = self.outcome.best_validation_accuracy
-        if best is None or value > best:
-            self.outcome.best_validation_accuracy = value
-            self.best_state = {name: tensor.detach().clone() for name, tensor in self.student.state_dict().items()}
+        return accuracy(logits, labels_of(dataset))
+
+    def evaluate(self, validation_set: datasets.Dataset, step: int, *, select: bool, checkpoint: bool) -> float:
+        """Validation accuracy now; ``select``: keep the weights when best so far (prediction stage);
+        ``checkpoint``: also score the curve sets and add a learning-curve point."""
+        started = time.perf_counter()
+        value = self.accuracy_on(validation_set)
+        if select:
+            self.outcome.validation_history.append((step, value))
+            best = self.outcome.best_validation_accuracy
+            if best is None or value > best:
+                self.outcome.best_validation_accuracy = value
+                self.best_state = {name: tensor.detach().clone() for name, tensor in self.student.state_dict().items()}
+        if checkpoint:
+            training = started - self.started - self.outcome.evaluation_seconds
+            dev = {name: self.accuracy_on(data) for name, data in self.curve_sets.items()}
+            self.outcome.learning_curve.append(
+                CurvePoint(step=step, validation_accuracy=value, ood_dev_accuracy=dev, train_seconds=training)
+            )
+            self.outcome.curve_seconds += time.perf_counter() - started
+        self.outcome.evaluation_seconds += time.perf_counter() - started
         return value
 
 
@@ -535,6 +578,9 @@ def distill(
     progress: bool = True,
     description: str = "distilling",
     on_stage_end: Callable[[Stage, PreTrainedModel], None] | None = None,
+    curve_sets: dict[str, datasets.Dataset] | None = None,
+    curve_steps: Sequence[int] | None = None,
+    stop_after: int | None = None,
 ) -> DistillationOutcome:
     """Train ``student`` in place from ``teacher`` on the tokenized ``train_set``; return what happened.
 
@@ -546,6 +592,9 @@ def distill(
     ``mask_token_id`` are teacher token ids. Validation accuracy is measured every ``eval_every`` prediction
     steps (default: once per epoch of ``train_set``) and at the stage's end; the student ends with the best
     validated weights. ``on_stage_end(stage, student)`` is called after every completed stage.
+
+    The learning curve is measured at ``curve_steps`` (default :func:`curve_checkpoints` of the steps trained) on
+    the validation set and ``curve_sets``; ``stop_after`` ends training after that many steps of the plan.
     """
     started = time.perf_counter()
     _check_inputs(
@@ -553,15 +602,25 @@ def distill(
     )
     stages = plan_stages(config, num_student_layers=student.config.num_hidden_layers, train_size=len(train_set))
     eval_every = eval_every or math.ceil(len(train_set) / config.batch_size)
+    planned = sum(stage.steps for stage in stages)
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise ValueError(f"stop_after must be a positive int or None, got {stop_after!r}")
+    limit = planned if stop_after is None else min(stop_after, planned)
     torch.manual_seed(config.seed)
     run = _Distillation(teacher, student, config, teacher_logits, pad_id, device, input_id_map, mask_token_id)
+    run.curve_sets = dict(curve_sets or {})
+    chosen = curve_checkpoints(limit) if curve_steps is None else tuple(curve_steps)
+    run.checkpoints = frozenset(step for step in chosen if 1 <= step <= limit) | {limit}
     batches = _row_batches(train_set, config.batch_size, pad_id, config.seed)
-    bar = tqdm(total=sum(stage.steps for stage in stages), desc=description, disable=not progress, unit="step")
+    bar = tqdm(total=limit, desc=description, disable=not progress, unit="step")
     try:
         for stage in stages:
+            if run.outcome.steps >= limit:
+                break
             bar.set_description(f"{description} [{stage.name}]")
-            _run_stage(run, stage, batches, validation_set, eval_every, bar)
-            if on_stage_end is not None:
+            _run_stage(run, stage, batches, validation_set, eval_every, bar, limit)
+            cut = run.outcome.steps >= limit and run.outcome.stage_steps[stage.name] < stage.steps
+            if on_stage_end is not None and not cut:
                 on_stage_end(stage, run.student)
     except TrainingDivergedError as error:
         run.outcome.status = "failed"
@@ -582,8 +641,10 @@ def _run_stage(
     validation_set: datasets.Dataset,
     eval_every: int,
     bar: tqdm,
+    limit: int,
 ) -> None:
-    """Train one stage; raise TrainingDivergedError on a non-finite loss."""
+    """Train one stage, ending early after ``limit`` steps in all; raise TrainingDivergedError on a non-finite
+    loss."""
     terms = _stage_terms(stage, run.config, run.num_layers)
     parameters = run.trainable(stage, terms)
     trained = {id(parameter) for parameter in parameters}
@@ -610,14 +671,19 @@ def _run_stage(
             run.outcome.stage_steps[stage.name] += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            if terms.prediction and ((step + 1) % eval_every == 0 or step + 1 == stage.steps):
+            done = run.outcome.steps
+            periodic = terms.prediction and ((step + 1) % eval_every == 0 or step + 1 == stage.steps)
+            if periodic or done in run.checkpoints:
                 best_before = run.outcome.best_validation_accuracy
-                value = run.evaluate(validation_set, run.outcome.steps)
+                value = run.evaluate(validation_set, done, select=terms.prediction, checkpoint=done in run.checkpoints)
                 bar.set_postfix(loss=f"{loss_value:.4f}", val_acc=f"{value:.3f}")
-                since_best = 0 if best_before is None or value > best_before else since_best + 1
-                patience = run.config.early_stopping_patience
-                if patience is not None and since_best >= patience:
-                    break
+                if periodic:
+                    since_best = 0 if best_before is None or value > best_before else since_best + 1
+                    patience = run.config.early_stopping_patience
+                    if patience is not None and since_best >= patience:
+                        break
+            if done >= limit:
+                break
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)

@@ -52,3 +52,13 @@ def stable_sample(frame: pd.DataFrame, limit: int | None, key_columns: tuple[str
         return frame.reset_index(drop=True)
     order = frame[list(key_columns)].astype(str).agg("\x1f".join, axis=1).map(stable_fraction)
     return frame.loc[order.sort_values(kind="stable").index[:limit]].sort_index().reset_index(drop=True)
+
+
+def split_halves(frame: pd.DataFrame, key_columns: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(dev, test)`` halves of an evaluation set, chosen by the hash of each row's key columns (salt ``ood-dev``):
+    the same rows on every machine, independent of row order."""
+    position = (
+        frame[list(key_columns)].astype(str).agg("\x1f".join, axis=1).map(lambda key: stable_fraction(key, "ood-dev"))
+    )
+    dev = position < 0.5
+    return frame[dev].reset_index(drop=True), frame[~dev].reset_index(drop=True)

@@ -44,6 +44,8 @@ from kdlib.tokenization import tokenize_task
 from kdlib.vocabulary import MappedInputs, vocabulary_map
 
 CALIBRATION_EXAMPLES = 64
+OOD_TEST = "ood/"
+OOD_DEV = "ood-dev/"
 DEFAULT_LATENCY = LatencyProtocol(points=((1, 64), (32, 128)), warmup=3, repeats=15, num_threads=1)
 
 
@@ -83,7 +85,8 @@ class StudentEvaluator:
         return self._sets[max_length]
 
     def teacher_scores(self, max_length: int) -> dict[str, float]:
-        """The teacher's accuracy on test and every OOD set at ``max_length`` (from cached teacher logits)."""
+        """The teacher's accuracy on validation, test and every OOD half at ``max_length`` (from cached teacher
+        logits)."""
         if max_length not in self._teacher_scores:
             sets = self.tokenized(max_length)
             self._teacher_scores[max_length] = {
@@ -102,14 +105,20 @@ class StudentEvaluator:
             )
         return self._teacher_latency[str(device)]
 
-    def evaluate(self, candidate: Candidate, out_dir: Path | None = None) -> EvalResult:
-        """Distil and measure ``candidate``; ``invalid`` / ``failed`` results carry the reason, never raise."""
+    def evaluate(
+        self, candidate: Candidate, out_dir: Path | None = None, *, stop_after: int | None = None
+    ) -> EvalResult:
+        """Distil and measure ``candidate``; ``invalid`` / ``failed`` results carry the reason, never raise.
+
+        ``stop_after=r`` trains only the first ``r`` steps of the candidate's schedule (a learning-curve rung, see
+        :func:`kdlib.distiller.distill`).
+        """
         try:
             candidate.spec.validate_against(self.teacher_config)
         except ValueError as error:
             return EvalResult(candidate=candidate, status="invalid", error=str(error), provenance=self._provenance())
         try:
-            return self._evaluate(candidate, out_dir)
+            return self._evaluate(candidate, out_dir, stop_after)
         except (RuntimeError, ValueError, OSError) as error:
             detail = "".join(traceback.format_exception_only(error)).strip()
             return EvalResult(candidate=candidate, status="failed", error=detail, provenance=self._provenance())
@@ -125,7 +134,7 @@ class StudentEvaluator:
             progress=self.progress,
         )
 
-    def _evaluate(self, candidate: Candidate, out_dir: Path | None) -> EvalResult:
+    def _evaluate(self, candidate: Candidate, out_dir: Path | None, stop_after: int | None) -> EvalResult:
         started = time.perf_counter()
         spec, kd = candidate.spec, candidate.kd
         sets = self.tokenized(kd.max_length)
@@ -162,6 +171,8 @@ class StudentEvaluator:
             mask_token_id=self.tokenizer.mask_token_id,
             progress=self.progress,
             description=f"distilling {candidate.content_hash()}",
+            curve_sets={name.removeprefix(OOD_DEV): data for name, data in sets.items() if name.startswith(OOD_DEV)},
+            stop_after=stop_after,
         )
         train_seconds = time.perf_counter() - started
         if outcome.status != "ok":
@@ -170,6 +181,8 @@ class StudentEvaluator:
                 status="failed",
                 error=outcome.error,
                 train_seconds=train_seconds,
+                train_steps=outcome.steps,
+                learning_curve=outcome.learning_curve,
                 provenance=self._provenance(outcome),
             )
         if spec.weight_bits == 2:
@@ -189,13 +202,15 @@ class StudentEvaluator:
             status="ok",
             accuracy=scores["test"],
             validation_accuracy=scores["validation"],
-            ood_accuracy={
-                name.removeprefix("ood/"): value for name, value in scores.items() if name.startswith("ood/")
-            },
+            ood_accuracy=_named(scores, OOD_TEST),
+            ood_dev_accuracy=_named(scores, OOD_DEV),
             teacher_accuracy=teacher_scores["test"],
-            teacher_ood_accuracy={
-                name.removeprefix("ood/"): value for name, value in teacher_scores.items() if name.startswith("ood/")
-            },
+            teacher_validation_accuracy=teacher_scores["validation"],
+            teacher_ood_accuracy=_named(teacher_scores, OOD_TEST),
+            teacher_ood_dev_accuracy=_named(teacher_scores, OOD_DEV),
+            learning_curve=outcome.learning_curve,
+            train_steps=outcome.steps,
+            curve_seconds=outcome.curve_seconds,
             latency=latency,
             flops=float(bert_flops(student.config, *point).total),
             params_total=counts.total,
@@ -277,9 +292,15 @@ class StudentEvaluator:
         if outcome is not None:
             record["distillation"] = {
                 "steps": outcome.steps,
+                "curve_seconds": round(outcome.curve_seconds, 3),
                 "stage_steps": outcome.stage_steps,
                 "seconds": round(outcome.seconds, 3),
                 "best_validation_accuracy": outcome.best_validation_accuracy,
                 "teacher_forward_batches": outcome.teacher_forward_batches,
             }
         return record
+
+
+def _named(scores: dict[str, float], prefix: str) -> dict[str, float]:
+    """The scores of the sets named ``<prefix><name>``, keyed by ``name``."""
+    return {name.removeprefix(prefix): value for name, value in scores.items() if name.startswith(prefix)}

@@ -1,4 +1,8 @@
-"""Task definitions and loading: train / validation / test splits, named OOD test sets, labels and text fields."""
+"""Task definitions and loading: train / validation / test splits, named OOD sets, labels and text fields.
+
+Every OOD set is split in two halves by content hash (:func:`kdlib.splits.split_halves`): ``ood_dev`` (a search may
+select on it) and ``ood`` (the OOD test half, for reporting only).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,17 @@ from dataclasses import dataclass, field
 import datasets
 import pandas as pd
 
-from kdlib.splits import SPLIT_NAMES
+from kdlib.splits import SPLIT_NAMES, split_halves
 
 DEFAULT_OOD_LIMIT = 2000
 
 
 @dataclass(frozen=True)
 class TaskData:
-    """A loaded task: ``splits`` (train / validation / test) and ``ood`` sets, each with text fields and ``label``.
+    """A loaded task: ``splits`` (train / validation / test), ``ood`` (OOD test halves) and ``ood_dev`` (OOD dev
+    halves) sets, each with text fields and ``label``.
 
-    ``fingerprint`` hashes the three splits (the data a model is trained and selected on); each OOD set has its own.
+    ``fingerprint`` hashes the three splits (the data a model is trained and selected on); each OOD half has its own.
     """
 
     name: str
@@ -29,14 +34,18 @@ class TaskData:
     notes: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
     ood_fingerprints: dict[str, str] = field(default_factory=dict)
+    ood_dev: dict[str, datasets.Dataset] = field(default_factory=dict)
+    ood_dev_fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
     def evaluation_sets(self) -> dict[str, datasets.Dataset]:
-        """Every set a model is scored on: ``validation``, ``test`` and ``ood/<name>`` for each OOD set."""
+        """Every set a model is scored on: ``validation``, ``test``, ``ood-dev/<name>`` and ``ood/<name>`` (test
+        half) for each OOD set."""
         sets = {"validation": self.splits["validation"], "test": self.splits["test"]}
+        sets.update({f"ood-dev/{name}": data for name, data in self.ood_dev.items()})
         sets.update({f"ood/{name}": data for name, data in self.ood.items()})
         return sets
 
@@ -70,7 +79,8 @@ def get_task_definition(name: str) -> TaskDefinition:
 
 
 def load_task(name: str, *, ood_limit: int | None = DEFAULT_OOD_LIMIT, progress: bool = True) -> TaskData:
-    """Build task ``name`` deterministically. OOD sets are capped at ``ood_limit`` rows (hash-chosen; None = all)."""
+    """Build task ``name`` deterministically. OOD sets are capped at ``ood_limit`` rows (hash-chosen; None = all),
+    then split into dev and test halves by content hash."""
     definition = get_task_definition(name)
     if ood_limit is not None and ood_limit < 1:
         raise ValueError(f"ood_limit must be >= 1 or None, got {ood_limit}")
@@ -88,11 +98,23 @@ def load_task(name: str, *, ood_limit: int | None = DEFAULT_OOD_LIMIT, progress:
         return datasets.Dataset.from_pandas(frame[columns], features=features, preserve_index=False)
 
     splits = datasets.DatasetDict({split: to_dataset(split_frames[split]) for split in SPLIT_NAMES})
-    ood = {ood_name: to_dataset(frame) for ood_name, frame in ood_frames.items()}
+    halves = {ood_name: split_halves(frame, definition.text_fields) for ood_name, frame in ood_frames.items()}
+    ood = {ood_name: to_dataset(test) for ood_name, (_, test) in halves.items()}
+    ood_dev = {ood_name: to_dataset(dev) for ood_name, (dev, _) in halves.items()}
     fingerprint = _fingerprint(name, columns, [(split, split_frames[split]) for split in SPLIT_NAMES])
-    ood_fingerprints = {ood_name: _fingerprint(name, columns, [(ood_name, f)]) for ood_name, f in ood_frames.items()}
+    ood_fingerprints = {n: _fingerprint(name, columns, [(f"{n}/test", test)]) for n, (_, test) in halves.items()}
+    ood_dev_fingerprints = {n: _fingerprint(name, columns, [(f"{n}/dev", dev)]) for n, (dev, _) in halves.items()}
     return TaskData(
-        name, definition.text_fields, definition.label_names, splits, ood, notes, fingerprint, ood_fingerprints
+        name,
+        definition.text_fields,
+        definition.label_names,
+        splits,
+        ood,
+        notes,
+        fingerprint,
+        ood_fingerprints,
+        ood_dev,
+        ood_dev_fingerprints,
     )
 
 

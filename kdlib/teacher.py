@@ -220,9 +220,11 @@ def _train_and_save(
 def _score_new_ood_sets(
     target: Path, task: TaskData, recipe: FineTuneRecipe, device: torch.device, metrics: dict[str, Any], progress: bool
 ) -> dict[str, Any]:
-    """Score OOD sets that became available after the teacher was cached (e.g. the optional Debian set)."""
-    missing = [name for name in task.ood if f"ood/{name}" not in metrics["scores"]]
-    if not missing:
+    """Score OOD sets (dev and test halves) the cached metrics lack or counted with another number of examples: sets
+    that became available after the teacher was cached (e.g. the optional Debian set) or were split since."""
+    sets_now = {name: data for name, data in task.evaluation_sets().items() if name.startswith(("ood/", "ood-dev/"))}
+    stale = [name for name, data in sets_now.items() if metrics["scores"].get(name, {}).get("examples") != len(data)]
+    if not stale:
         return metrics
     model = AutoModelForSequenceClassification.from_pretrained(target).to(device)
     tokenizer = AutoTokenizer.from_pretrained(target)
@@ -230,7 +232,7 @@ def _score_new_ood_sets(
     majority = task.label_names.index(metrics["majority_label"])
     new_scores = score_sets(
         model,
-        {f"ood/{name}": sets[f"ood/{name}"] for name in missing},
+        {name: sets[name] for name in stale},
         majority=majority,
         pad_id=pad_token_id(tokenizer),
         device=device,

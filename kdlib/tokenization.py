@@ -32,11 +32,13 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 def tokenize_task(
     task: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int, *, progress: bool = True
 ) -> dict[str, datasets.Dataset]:
-    """Tokenized ``train``, ``validation``, ``test`` and ``ood/<name>`` sets (torch format, unpadded)."""
+    """Tokenized ``train``, ``validation``, ``test``, ``ood-dev/<name>`` and ``ood/<name>`` sets (torch format,
+    unpadded)."""
     if max_length < 8:
         raise ValueError(f"max_length must be >= 8, got {max_length}")
     tokenizer_hash = tokenizer_fingerprint(tokenizer)
     sources = {split: (task.splits[split], task.fingerprint + split) for split in task.splits}
+    sources |= {f"ood-dev/{name}": (data, task.ood_dev_fingerprints[name]) for name, data in task.ood_dev.items()}
     sources |= {f"ood/{name}": (data, task.ood_fingerprints[name]) for name, data in task.ood.items()}
     tokenized = {}
     for set_name, (dataset, fingerprint) in sources.items():

@@ -1,21 +1,34 @@
 """The search budget: one evaluation ledger per run, shared by every agent.
 
-Budget accounting (the same for every agent): a run's budget is the number of *distinct* candidates (by
-:meth:`~kdlib.candidate.Candidate.content_hash`) whose evaluation the run has completed. The first request for a
-candidate costs one unit, whether the wrapped evaluator trains it or finds it in its evaluation store (a store hit
-costs no training, but the run still spent one of its looks at the space). Asking again for a candidate already in
-the run's ledger costs nothing and does not reach the wrapped evaluator. Asking for a new candidate once ``budget``
-distinct ones are recorded raises :class:`BudgetExhausted`. Invalid choice vectors never reach an evaluator (the
-environments penalise them), so they cost nothing either; an evaluation that raises is not recorded.
+Budget accounting (the same for every agent). A request is a candidate at a fidelity (None: the evaluator's own
+level); the ledger holds one entry per distinct request, keyed by the candidate's
+:meth:`~kdlib.candidate.Candidate.content_hash` and the fidelity's name, so one candidate at two rungs is two
+entries. A run's budget is counted in one of two units:
+
+* ``evaluations``: each new request costs one unit, whether the wrapped evaluator trains it or finds it in its
+  evaluation store (a store hit costs no training, but the run still spent one of its looks at the space);
+* ``steps``: each new request costs the training steps it runs (:meth:`BudgetedEvaluator.steps`, the evaluator's
+  ``cost_steps``): a machine-independent currency that prices a cheap rung below a full training, so agents with
+  different fidelities compare under the same budget. Wall seconds are reported beside (each result's
+  ``train_seconds``).
+
+Asking again for a request already in the ledger costs nothing and does not reach the wrapped evaluator. A new
+request that costs more than what is left raises :class:`BudgetExhausted`. Invalid choice vectors never reach an
+evaluator (the environments penalise them), so they cost nothing either; an evaluation that raises is not recorded.
+
+Selection discipline: agents see :meth:`~kdlib.candidate.EvalResult.blinded` results only (returned results,
+:meth:`~BudgetedEvaluator.lookup`, :attr:`~BudgetedEvaluator.history`, :attr:`~BudgetedEvaluator.best`); rewards
+read validation and OOD-dev data. Full results, test included, go to ``on_result`` and :meth:`~BudgetedEvaluator.
+results` for reporting.
 
 Batches: :meth:`BudgetedEvaluator.evaluate_many` charges a batch by the same rule and refuses (evaluating nothing) a
-batch with more new candidates than the budget has left; :meth:`~BudgetedEvaluator.affordable` says how much of a
-batch fits. Agents size their batches by :attr:`~BudgetedEvaluator.parallelism`, the number of candidates the
-wrapped evaluator runs at once.
+batch that costs more than the budget has left; :meth:`~BudgetedEvaluator.affordable` says how much of a batch fits.
+Agents size their batches by :attr:`~BudgetedEvaluator.parallelism`, the number of candidates the wrapped evaluator
+runs at once.
 
 With ``history_path``, every new evaluation is appended to a JSON-lines ledger (fsynced) before ``evaluate``
 returns, and an existing ledger is loaded on construction: a resumed run starts with the budget it already spent and
-answers every recorded candidate from the ledger, so no completed evaluation is repeated and the total stays
+answers every recorded request from the ledger, so no completed evaluation is repeated and the total stays within
 ``budget``. The budget may be raised on resume, never below what the ledger already holds.
 """
 
@@ -25,52 +38,63 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from envs.evaluators import BatchEvaluator, Evaluator, parallelism_of
+from envs.evaluators import BatchEvaluator, Evaluator, MultiFidelityEvaluator, parallelism_of
+from envs.fidelity import Fidelity
 from envs.rewards import Reward, WeightedReward
 from kdlib.candidate import Candidate, EvalResult
 
 HISTORY_FILE = "evaluations.jsonl"
 IDENTITY = ("task", "teacher_key", "fidelity")
+Unit = Literal["evaluations", "steps"]
+UNITS: tuple[Unit, ...] = ("evaluations", "steps")
+FidelityArg = str | Fidelity | None
 
 
 class BudgetExhausted(RuntimeError):
-    """A new distinct candidate was asked for after the run's budget was spent."""
+    """A new request costs more than what is left of the run's budget."""
 
-    def __init__(self, candidate: Candidate, budget: int) -> None:
+    def __init__(self, candidate: Candidate, budget: int, unit: Unit = "evaluations", fidelity: str = "") -> None:
         self.candidate = candidate
         self.budget = budget
+        at = f" at fidelity {fidelity}" if fidelity else ""
         super().__init__(
-            f"the budget of {budget} distinct evaluations is spent; candidate {candidate.content_hash()} "
-            f"({candidate.summary()}) was not evaluated"
+            f"the budget of {budget} {unit} cannot pay for candidate {candidate.content_hash()} "
+            f"({candidate.summary()}){at}; it was not evaluated"
         )
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One entry of the ledger: the ``index``-th distinct candidate of the run, its result and its reward."""
+    """One entry of the ledger: the ``index``-th distinct request of the run (a candidate at ``fidelity``), its
+    result, its reward and its ``cost`` in budget units."""
 
     index: int
     candidate: Candidate
     result: EvalResult
     reward: float
+    fidelity: str = ""
+    cost: int = 1
 
 
-def _check_budget(budget: Any) -> int:
+def _check_budget(budget: Any, unit: Any) -> int:
+    if unit not in UNITS:
+        raise ValueError(f"unit={unit!r} must be one of {', '.join(UNITS)}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget={budget!r} must be an int of at least 1 (distinct evaluations)")
+        raise ValueError(f"budget={budget!r} must be an int of at least 1 ({unit})")
     return budget
 
 
 class BudgetedEvaluator:
-    """An :class:`~envs.evaluators.Evaluator` that spends at most ``budget`` distinct evaluations of ``evaluator``.
+    """An :class:`~envs.evaluators.Evaluator` that spends at most ``budget`` ``unit`` s of ``evaluator``.
 
     Keeps the run's ordered history (:attr:`history`, :meth:`results` for hypervolume traces) and its best entry by
     ``reward`` (default :class:`~envs.rewards.WeightedReward`; ties keep the earlier entry). ``on_result`` is called
-    once per new distinct evaluation (not for repeats, nor for entries loaded from ``history_path``). Not thread-safe.
+    once per new distinct request with the full result (not for repeats, nor for entries loaded from
+    ``history_path``). Not thread-safe.
     """
 
     def __init__(
@@ -81,24 +105,27 @@ class BudgetedEvaluator:
         *,
         reward: Reward | None = None,
         history_path: str | Path | None = None,
+        unit: Unit = "evaluations",
     ) -> None:
         if not isinstance(evaluator, Evaluator):
             raise TypeError(f"evaluator={evaluator!r} has no evaluate(candidate) / task / teacher_key / fidelity")
         self.evaluator = evaluator
-        self.budget = _check_budget(budget)
+        self.budget = _check_budget(budget, unit)
+        self.unit: Unit = unit
         self.on_result = on_result
         self.reward = reward if reward is not None else WeightedReward()
         self.history_path = Path(history_path) if history_path is not None else None
         self.repeats = 0
         self._history: list[Evaluation] = []
-        self._by_hash: dict[str, Evaluation] = {}
+        self._by_key: dict[str, Evaluation] = {}
         self._best: Evaluation | None = None
+        self._spent = 0
         if self.history_path is not None:
             self._load(self.history_path)
-        if len(self._history) > self.budget:
+        if self._spent > self.budget:
             raise ValueError(
-                f"budget={budget} is below the {len(self._history)} evaluations already recorded in "
-                f"{self.history_path}; resume with a budget of at least {len(self._history)}"
+                f"budget={budget} is below the {self._spent} {unit} already recorded in "
+                f"{self.history_path}; resume with a budget of at least {self._spent}"
             )
 
     # ---- the Evaluator protocol ---------------------------------------------------------------------------------
@@ -118,44 +145,83 @@ class BudgetedEvaluator:
         """The wrapped evaluator's fidelity."""
         return self.evaluator.fidelity
 
-    def evaluate(self, candidate: Candidate) -> EvalResult:
-        """The recorded result of ``candidate`` (free), else a new evaluation (one unit of budget)."""
-        return self.evaluate_many([candidate])[0]
+    def evaluate(self, candidate: Candidate, fidelity: FidelityArg = None) -> EvalResult:
+        """The recorded result of ``candidate`` at ``fidelity`` (free), else a new evaluation; blinded."""
+        return self.evaluate_many([candidate], fidelity)[0]
 
     @property
     def parallelism(self) -> int:
         """Candidates the wrapped evaluator runs at the same time (its workers; 1 for a sequential evaluator)."""
         return parallelism_of(self.evaluator)
 
-    def evaluate_many(self, candidates: Sequence[Candidate]) -> list[EvalResult]:
-        """Results of ``candidates`` in input order; the new distinct ones are evaluated together, in parallel when
-        the wrapped evaluator is a :class:`~envs.evaluators.BatchEvaluator`.
+    def fidelity_name(self, fidelity: FidelityArg = None) -> str:
+        """The name of ``fidelity`` (None: the wrapped evaluator's own level)."""
+        if fidelity is None:
+            return self.evaluator.fidelity
+        return fidelity if isinstance(fidelity, str) else fidelity.name
 
-        Each new distinct candidate costs one unit, exactly as with :meth:`evaluate`; recorded ones and repeats in
-        the batch are free. When the batch holds more new candidates than :attr:`remaining`, nothing is evaluated
-        and :class:`BudgetExhausted` names the first one past the budget. New entries join the ledger in input order:
+    def steps(self, candidate: Candidate, fidelity: FidelityArg = None) -> int:
+        """The training steps an evaluation of ``candidate`` at ``fidelity`` runs (the evaluator's ``cost_steps``)."""
+        if not isinstance(self.evaluator, MultiFidelityEvaluator):
+            raise ValueError(
+                f"the {type(self.evaluator).__name__} cannot price evaluations in training steps (no cost_steps)"
+            )
+        return int(self.evaluator.cost_steps(candidate, fidelity))
+
+    def cost(self, candidate: Candidate, fidelity: FidelityArg = None) -> int:
+        """What a request costs now in budget units: 0 when it is in the ledger, else 1 or its training steps."""
+        if self._key(candidate, fidelity) in self._by_key:
+            return 0
+        return 1 if self.unit == "evaluations" else self.steps(candidate, fidelity)
+
+    def evaluate_many(self, candidates: Sequence[Candidate], fidelity: FidelityArg = None) -> list[EvalResult]:
+        """Blinded results of ``candidates`` at ``fidelity`` in input order; the new distinct requests are evaluated
+        together, in parallel when the wrapped evaluator is a :class:`~envs.evaluators.BatchEvaluator`.
+
+        Each new distinct request costs :meth:`cost`, exactly as with :meth:`evaluate`; recorded ones and repeats in
+        the batch are free. When the batch costs more than :attr:`remaining`, nothing is evaluated and
+        :class:`BudgetExhausted` names the first request past the budget. New entries join the ledger in input order:
         from a batch evaluator once the whole batch is back (a crash mid-batch loses no training: its evaluation
         store keeps the finished ones, and the resumed run asks for the same batch), from any other evaluator one by
         one as each finishes.
         """
-        affordable = self.affordable(candidates)
+        affordable = self.affordable(candidates, fidelity)
         if affordable < len(candidates):
-            raise BudgetExhausted(candidates[affordable], self.budget)
-        new = {candidate.content_hash(): candidate for candidate in candidates if candidate not in self}
+            raise BudgetExhausted(candidates[affordable], self.budget, self.unit, self.fidelity_name(fidelity))
+        new = {self._key(c, fidelity): c for c in candidates if self._key(c, fidelity) not in self._by_key}
         self.repeats += len(candidates) - len(new)
+        costs = {key: self.cost(candidate, fidelity) for key, candidate in new.items()}
+        name = self.fidelity_name(fidelity)
         if new and isinstance(self.evaluator, BatchEvaluator):
-            self._add(list(zip(new.values(), self.evaluator.evaluate_many(list(new.values())), strict=True)))
+            results = self._call_many(list(new.values()), fidelity)
+            self._add([(c, r, name, costs[key]) for (key, c), r in zip(new.items(), results, strict=True)])
         else:
-            for candidate in new.values():
-                self._add([(candidate, self.evaluator.evaluate(candidate))])
-        return [self._by_hash[candidate.content_hash()].result for candidate in candidates]
+            for key, candidate in new.items():
+                self._add([(candidate, self._call(candidate, fidelity), name, costs[key])])
+        return [self._by_key[self._key(candidate, fidelity)].result.blinded() for candidate in candidates]
 
-    def _add(self, evaluated: list[tuple[Candidate, EvalResult]]) -> None:
+    def _call(self, candidate: Candidate, fidelity: FidelityArg) -> EvalResult:
+        if fidelity is None:
+            return self.evaluator.evaluate(candidate)
+        return self._multi_fidelity().evaluate(candidate, fidelity)
+
+    def _call_many(self, candidates: list[Candidate], fidelity: FidelityArg) -> list[EvalResult]:
+        if fidelity is None:
+            return self.evaluator.evaluate_many(candidates)
+        self._multi_fidelity()
+        return self.evaluator.evaluate_many(candidates, fidelity)
+
+    def _multi_fidelity(self) -> MultiFidelityEvaluator:
+        if not isinstance(self.evaluator, MultiFidelityEvaluator):
+            raise ValueError(f"the {type(self.evaluator).__name__} evaluates at its own fidelity only")
+        return self.evaluator
+
+    def _add(self, evaluated: list[tuple[Candidate, EvalResult, str, int]]) -> None:
         """Score every new result, then append each to the ledger, record it and report it."""
         start = len(self._history)
         entries = [
-            Evaluation(start + offset, candidate, result, self._score(result))
-            for offset, (candidate, result) in enumerate(evaluated)
+            Evaluation(start + offset, candidate, result, self._score(result), fidelity, cost)
+            for offset, (candidate, result, fidelity, cost) in enumerate(evaluated)
         ]
         for entry in entries:
             if self.history_path is not None:
@@ -164,50 +230,59 @@ class BudgetedEvaluator:
             if self.on_result is not None:
                 self.on_result(entry)
 
-    def affordable(self, candidates: Sequence[Candidate]) -> int:
-        """The length of the longest prefix of ``candidates`` that :meth:`evaluate_many` can pay for: its new
-        distinct candidates number at most :attr:`remaining`."""
-        new: set[str] = set()
+    def affordable(self, candidates: Sequence[Candidate], fidelity: FidelityArg = None) -> int:
+        """The length of the longest prefix of ``candidates`` that :meth:`evaluate_many` can pay for at
+        ``fidelity``: its new distinct requests cost at most :attr:`remaining`."""
+        seen: set[str] = set()
+        left = self.remaining
         for position, candidate in enumerate(candidates):
-            key = candidate.content_hash()
-            if key not in self._by_hash and key not in new:
-                if len(new) == self.remaining:
+            key = self._key(candidate, fidelity)
+            if key not in self._by_key and key not in seen:
+                price = self.cost(candidate, fidelity)
+                if price > left:
                     return position
-                new.add(key)
+                left -= price
+                seen.add(key)
         return len(candidates)
 
     # ---- the ledger ---------------------------------------------------------------------------------------------
 
     @property
     def spent(self) -> int:
-        """Distinct evaluations recorded so far (this run and the runs it resumes)."""
-        return len(self._history)
+        """Budget units spent so far (this run and the runs it resumes)."""
+        return self._spent
 
     @property
     def remaining(self) -> int:
-        """Distinct evaluations left."""
-        return self.budget - len(self._history)
+        """Budget units left."""
+        return self.budget - self._spent
 
     @property
     def history(self) -> tuple[Evaluation, ...]:
-        """Every distinct evaluation, in the order first evaluated."""
-        return tuple(self._history)
+        """Every distinct request, in the order first evaluated (results blinded)."""
+        return tuple(_blinded(entry) for entry in self._history)
 
     @property
     def best(self) -> Evaluation | None:
-        """The entry with the highest reward (the earliest on ties); None before the first evaluation."""
-        return self._best
+        """The entry with the highest reward (the earliest on ties), result blinded; None before the first."""
+        return None if self._best is None else _blinded(self._best)
 
     def results(self) -> list[EvalResult]:
-        """The results in evaluation order (e.g. for :func:`search.pareto.hypervolume_trace`)."""
+        """The full results (test included: for reports such as :func:`search.pareto.hypervolume_trace`) in
+        evaluation order."""
         return [entry.result for entry in self._history]
 
-    def lookup(self, candidate: Candidate) -> Evaluation | None:
-        """The ledger entry of ``candidate``, or None when it was never evaluated in this run."""
-        return self._by_hash.get(candidate.content_hash())
+    def lookup(self, candidate: Candidate, fidelity: FidelityArg = None) -> Evaluation | None:
+        """The ledger entry of ``candidate`` at ``fidelity`` (result blinded), or None when never evaluated."""
+        entry = self._by_key.get(self._key(candidate, fidelity))
+        return None if entry is None else _blinded(entry)
+
+    def _key(self, candidate: Candidate, fidelity: FidelityArg) -> str:
+        return f"{candidate.content_hash()}@{self.fidelity_name(fidelity)}"
 
     def __contains__(self, candidate: object) -> bool:
-        return isinstance(candidate, Candidate) and candidate.content_hash() in self._by_hash
+        """Whether ``candidate`` was evaluated at the evaluator's own level."""
+        return isinstance(candidate, Candidate) and self._key(candidate, None) in self._by_key
 
     def __len__(self) -> int:
         return len(self._history)
@@ -221,19 +296,26 @@ class BudgetedEvaluator:
 
     def _record(self, entry: Evaluation) -> None:
         self._history.append(entry)
-        self._by_hash[entry.candidate.content_hash()] = entry
+        self._by_key[self._key(entry.candidate, entry.fidelity)] = entry
+        self._spent += entry.cost
         if self._best is None or entry.reward > self._best.reward:
             self._best = entry
 
     def _identity(self) -> dict[str, str]:
-        return {name: getattr(self.evaluator, name) for name in IDENTITY}
+        identity = {name: getattr(self.evaluator, name) for name in IDENTITY}
+        return identity | ({"unit": self.unit} if self.unit != "evaluations" else {})
 
     def _append(self, path: Path, entry: Evaluation) -> None:
         lines = []
         if not path.exists() or path.stat().st_size == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             lines.append(json.dumps(self._identity(), sort_keys=True))
-        record = {"candidate": entry.candidate.model_dump(mode="json"), "result": entry.result.model_dump(mode="json")}
+        record = {
+            "candidate": entry.candidate.model_dump(mode="json"),
+            "result": entry.result.model_dump(mode="json"),
+            "fidelity": entry.fidelity,
+            "cost": entry.cost,
+        }
         lines.append(json.dumps(record, sort_keys=True))
         with path.open("a", encoding="utf-8") as out:
             out.write("".join(line + "\n" for line in lines))
@@ -260,15 +342,23 @@ class BudgetedEvaluator:
         if identity != self._identity():
             raise ValueError(
                 f"{path} records evaluations of {identity}, but the evaluator is {self._identity()}; "
-                "use a new run directory for another task, teacher or fidelity"
+                "use a new run directory for another task, teacher, fidelity or budget unit"
             )
         for number, line in enumerate(lines[1:], start=2):
             try:
                 record = json.loads(line)
                 candidate = Candidate.model_validate(record["candidate"])
                 result = EvalResult.model_validate(record["result"])
+                fidelity = str(record.get("fidelity", self.evaluator.fidelity))
+                cost = record.get("cost", 1)
+                if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+                    raise ValueError(f"cost={cost!r} is not a non-negative int")
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"{path}: line {number} is not a ledger entry: {error}") from None
-            if candidate.content_hash() in self._by_hash:
-                raise ValueError(f"{path}: line {number} repeats candidate {candidate.content_hash()}")
-            self._record(Evaluation(len(self._history), candidate, result, self._score(result)))
+            if self._key(candidate, fidelity) in self._by_key:
+                raise ValueError(f"{path}: line {number} repeats candidate {candidate.content_hash()} at {fidelity}")
+            self._record(Evaluation(len(self._history), candidate, result, self._score(result), fidelity, cost))
+
+
+def _blinded(entry: Evaluation) -> Evaluation:
+    return replace(entry, result=entry.result.blinded())

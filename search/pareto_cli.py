@@ -23,6 +23,7 @@ from search.pareto import (
     get_objective,
     hypervolume,
     hypervolume_trace,
+    most_trained,
     objective_matrix,
     objective_names,
     reference_point,
@@ -61,7 +62,7 @@ def _load_run(path: Path, name: str) -> Run:
     tasks = sorted({row.task for row in rows})
     if len(tasks) > 1:
         fail(f"run folder {path} holds evaluations of several tasks ({', '.join(tasks)}); a frontier needs one task")
-    return Run(name, path, tasks[0] if tasks else None, [row.result for row in rows])
+    return Run(name, path, tasks[0] if tasks else None, most_trained(row.result for row in rows))
 
 
 def _load_runs(paths: list[Path]) -> list[Run]:
@@ -140,7 +141,10 @@ def pareto(
     ],
     objectives: Annotated[
         str,
-        typer.Option(help="Comma-separated objectives: accuracy, ood_accuracy, latency[@BxS], params, size."),
+        typer.Option(
+            help="Comma-separated objectives: accuracy (validation), ood_accuracy (OOD dev), latency[@BxS], speedup, "
+            "params, size; test_accuracy and ood_test_accuracy give post-hoc views on the test data."
+        ),
     ] = "accuracy,latency",
     compare: Annotated[
         list[Path] | None, typer.Option(help="Another run folder to compare with (repeatable).", show_default=False)

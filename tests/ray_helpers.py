@@ -42,12 +42,12 @@ def register_toy_task_with_faults() -> str:
     """Register the toy task and make this worker die on ``seed=CRASH_SEED`` and hang on ``seed=HANG_SEED``."""
     original = StudentEvaluator.evaluate
 
-    def faulty(self: StudentEvaluator, candidate: Candidate, out_dir=None) -> EvalResult:
+    def faulty(self: StudentEvaluator, candidate: Candidate, out_dir=None, **options: object) -> EvalResult:
         if candidate.kd.seed == CRASH_SEED:
             os._exit(3)
         if candidate.kd.seed == HANG_SEED:
             time.sleep(3600)
-        return original(self, candidate, out_dir)
+        return original(self, candidate, out_dir, **options)
 
     StudentEvaluator.evaluate = faulty
     return register_toy_task()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,18 +119,21 @@ def test_repeats_are_free_and_new_candidates_past_the_budget_raise(table: TableE
     budgeted = BudgetedEvaluator(evaluator, 3, seen.append, reward=REWARD)
     a, b, c, d = first_candidates(4)
     first = budgeted.evaluate(a)
-    assert budgeted.evaluate(a) is first and budgeted.repeats == 1
+    assert budgeted.evaluate(a) == first and budgeted.repeats == 1
+    assert first.accuracy is None and first.validation_accuracy is not None  # agents see blinded results
     budgeted.evaluate(b)
     budgeted.evaluate(c)
     assert (evaluator.calls, budgeted.spent, budgeted.remaining, len(seen)) == (3, 3, 0, 3)
-    with pytest.raises(BudgetExhausted, match="budget of 3 distinct evaluations is spent") as raised:
+    with pytest.raises(BudgetExhausted, match="budget of 3 evaluations cannot pay for candidate") as raised:
         budgeted.evaluate(d)
     assert raised.value.candidate == d and evaluator.calls == 3
     assert budgeted.evaluate(b).candidate == b and evaluator.calls == 3
     assert [entry.candidate for entry in budgeted.history] == [a, b, c] == [entry.candidate for entry in seen]
     assert budgeted.results() == [entry.result for entry in seen]
-    assert budgeted.best == max(seen, key=lambda entry: entry.reward) and a in budgeted and d not in budgeted
-    assert budgeted.lookup(c) == seen[2] and seen[2].reward == REWARD(seen[2].result)
+    best = max(seen, key=lambda entry: entry.reward)
+    assert budgeted.best == replace(best, result=best.result.blinded()) and a in budgeted and d not in budgeted
+    assert budgeted.lookup(c) == replace(seen[2], result=seen[2].result.blinded())
+    assert seen[2].reward == REWARD(seen[2].result)
 
 
 def test_the_ledger_carries_the_budget_into_a_resumed_run(table: TableEvaluator, tmp_path: Path) -> None:
@@ -176,7 +180,7 @@ def test_a_batch_spends_one_unit_per_new_candidate_or_nothing(table: TableEvalua
     budgeted.evaluate_many([c, b, d])
     assert evaluator.batches == [2, 2] and evaluator.calls == 4 and evaluator.singles == 0
     assert [entry.candidate for entry in seen] == [a, b, c, d] and [entry.index for entry in seen] == [0, 1, 2, 3]
-    assert budgeted.evaluate(d) == seen[3].result and evaluator.batches == [2, 2]
+    assert budgeted.evaluate(d) == seen[3].result.blinded() and evaluator.batches == [2, 2]
     resumed = BudgetedEvaluator(table, 5, reward=REWARD, history_path=tmp_path / HISTORY_FILE)
     assert [entry.candidate for entry in resumed.history] == [a, b, c, d]
 

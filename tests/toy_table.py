@@ -11,7 +11,7 @@ from pathlib import Path
 
 from envs.evaluators import write_table
 from envs.space import Constraint, SearchSpace, TeacherShape
-from kdlib.candidate import Candidate, EvalResult, LatencyPoint
+from kdlib.candidate import Candidate, CurvePoint, EvalResult, LatencyPoint
 
 TOY_TEACHER = TeacherShape(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64)
 TOY_SPACE = SearchSpace(
@@ -63,13 +63,32 @@ def toy_result(candidate: Candidate) -> EvalResult:
                 theoretical_speedup=TEACHER_SIZE / size,
             )
         )
+    validation = accuracy - 0.01 + 0.01 * (int(candidate.content_hash()[4:8], 16) / 0xFFFF - 0.5)
+    ood_dev = validation - 0.1 + 0.02 * (spec.num_heads == 4)
+    steps = candidate.kd.max_steps or 100
+    curve = [
+        CurvePoint(
+            step=step,
+            validation_accuracy=0.5 + (validation - 0.5) * math.sqrt(step / steps),
+            ood_dev_accuracy={"echo": 0.5 + (ood_dev - 0.5) * math.sqrt(step / steps)},
+            train_seconds=0.01 * step,
+        )
+        for step in (*range(25, steps, 25), steps)
+    ]
     return EvalResult(
         candidate=candidate,
         status="ok",
         accuracy=accuracy,
+        validation_accuracy=validation,
         ood_accuracy={"echo": accuracy - 0.1 + 0.02 * (spec.num_heads == 4)},
+        ood_dev_accuracy={"echo": ood_dev},
         teacher_accuracy=0.86,
+        teacher_validation_accuracy=0.85,
         teacher_ood_accuracy={"echo": 0.78},
+        teacher_ood_dev_accuracy={"echo": 0.77},
+        learning_curve=curve,
+        train_steps=steps,
+        train_seconds=0.01 * steps,
         latency=latency,
         params_total=712 * spec.hidden_size + size,
         provenance={"toy": "test data"},
