@@ -2,15 +2,20 @@
 
 Built in: ``random`` (:class:`~search.agents.random_search.RandomSearch`), ``evolution``
 (:class:`~search.agents.evolution.RegularizedEvolution`), ``ppo`` and ``maskable-ppo``
-(:mod:`search.agents.rl`, imported on first use: it loads torch and stable-baselines3). Other agents join with
-:func:`register_agent`.
+(:mod:`search.agents.rl`, imported on first use: it loads torch and stable-baselines3), and the multi-fidelity
+agents ``successive-halving`` (:class:`~search.agents.successive_halving.SuccessiveHalving`), ``hyperband``
+(:class:`~search.agents.hyperband.Hyperband`) and ``mo-asha`` (:class:`~search.agents.mo_asha.MOASHA`), which
+climb learning-curve rungs. Other agents join with :func:`register_agent`.
 """
 
 from typing import Any
 
 from search.agents.base import AGENTS, Agent, make_agent, register_agent
 from search.agents.evolution import RegularizedEvolution
+from search.agents.hyperband import Hyperband
+from search.agents.mo_asha import MOASHA
 from search.agents.random_search import RandomSearch
+from search.agents.successive_halving import SuccessiveHalving
 
 
 def _ppo(**options: Any) -> Agent:
@@ -29,5 +34,18 @@ register_agent(RandomSearch.name, RandomSearch)
 register_agent(RegularizedEvolution.name, RegularizedEvolution)
 register_agent("ppo", _ppo)
 register_agent("maskable-ppo", _maskable_ppo)
+register_agent(SuccessiveHalving.name, SuccessiveHalving)
+register_agent(Hyperband.name, Hyperband)
+register_agent(MOASHA.name, MOASHA)
 
-__all__ = ["AGENTS", "Agent", "RandomSearch", "RegularizedEvolution", "make_agent", "register_agent"]
+__all__ = [
+    "AGENTS",
+    "MOASHA",
+    "Agent",
+    "Hyperband",
+    "RandomSearch",
+    "RegularizedEvolution",
+    "SuccessiveHalving",
+    "make_agent",
+    "register_agent",
+]
