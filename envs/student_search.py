@@ -13,7 +13,9 @@ The only reward is terminal: ``reward(evaluator.evaluate(candidate))``. The term
 ``candidate`` (JSON), ``candidate_hash``, ``invalid_reason``, ``objectives`` (see
 :func:`envs.rewards.objectives`; None unless the result is ``ok``), ``provenance`` (JSON of the result's provenance:
 a ``"surrogate"`` key marks a prediction, not a measurement) and every metric of
-:func:`envs.rewards.result_metrics`. An invalid action -- out of range for the current dimension, masked out by
+:func:`envs.rewards.result_metrics` of the :meth:`~kdlib.candidate.EvalResult.blinded` result: test and OOD-test
+metrics are None, since an agent selects on validation and OOD-dev data only. An invalid action -- out of range
+for the current dimension, masked out by
 the constraints, or a one-shot combination that breaks them -- never raises: the episode terminates with
 ``reward.penalty``, ``info["status"] == "invalid"`` and the reason in ``info["invalid_reason"]``; the evaluator is
 not called.
@@ -132,7 +134,7 @@ class _SearchEnv(gym.Env[np.ndarray, Any]):
             "objectives": objectives(result, self.reward.point) if result.status == "ok" else None,
             "provenance": json.dumps(result.provenance, sort_keys=True, default=str),
         }
-        info.update(result_metrics(result))
+        info.update(result_metrics(result.blinded()))
         self._last = f"{decoded.candidate_hash} {info['status']}: reward {reward:.4f}"
         return reward, info
 

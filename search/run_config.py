@@ -26,6 +26,7 @@ class SearchConfig(BaseModel):
     task: str = "rt-polarity"
     agent: str = "evolution"
     budget: int = Field(8, ge=1)
+    budget_unit: Literal["evaluations", "steps"] = "evaluations"
     backend: Literal["live", "table", "surrogate"] = "live"
     fidelity: str = "low"
     reward: str = "weighted"

@@ -25,7 +25,7 @@ from search.agents import make_agent
 from search.budget import HISTORY_FILE, BudgetedEvaluator, Evaluation
 from search.console import JsonFlag, console, fail
 from search.dnas.tune import NoRoomForTrials
-from search.pareto import frontier, frontier_table
+from search.pareto import frontier, frontier_table, most_trained
 from search.pareto_cli import STORE_FILE, pareto
 from search.run_config import CONFIG_FILE, SearchConfig
 
@@ -93,7 +93,11 @@ def _space(config: SearchConfig) -> SearchSpace:
 def search(
     task: Annotated[str | None, typer.Option(help="Task name (default rt-polarity).")] = None,
     agent: Annotated[str | None, typer.Option(help="random, evolution, ppo, maskable-ppo or dnas.")] = None,
-    budget: Annotated[int | None, typer.Option(help="Distinct evaluations to spend (default 8).")] = None,
+    budget: Annotated[int | None, typer.Option(help="Budget to spend, in --budget-unit (default 8).")] = None,
+    budget_unit: Annotated[
+        str | None,
+        typer.Option(help="evaluations (each new request costs 1; default) or steps (its training steps)."),
+    ] = None,
     backend: Annotated[str | None, typer.Option(help="live (distil for real), table or surrogate.")] = None,
     fidelity: Annotated[
         str | None, typer.Option(help="Training budget per evaluation: low, medium, high, full.")
@@ -121,6 +125,7 @@ def search(
         "task": task,
         "agent": agent,
         "budget": budget,
+        "budget_unit": budget_unit,
         "backend": backend,
         "fidelity": fidelity,
         "reward": reward,
@@ -142,6 +147,10 @@ def search(
         chosen_agent = make_agent(settings.agent, **settings.agent_options)
     except ValueError as error:
         fail(str(error))
+    try:
+        search_space = _space(settings)
+    except (AssetError, ValueError, OSError) as error:
+        fail(str(error))
     run_dir = _prepare_run_dir(settings)
     log = logging.getLogger("kdsearch.search")
     log.setLevel(logging.INFO)
@@ -151,32 +160,41 @@ def search(
     store = EvaluationStore(run_dir / STORE_FILE)
     try:
         evaluator = _evaluator(settings, run_dir, store)
-        search_space = _space(settings)
     except (AssetError, ValueError, OSError) as error:
         fail(str(error))
     if evaluator.task != settings.task:
         fail(f"the {settings.backend} backend holds task {evaluator.task!r}, not the run's task {settings.task!r}")
-    bar = tqdm(total=settings.budget, desc=f"{settings.agent} evaluations", unit="eval")
+    unit = "eval" if settings.budget_unit == "evaluations" else "step"
+    bar = tqdm(total=settings.budget, desc=f"{settings.agent} budget", unit=unit)
 
     def record(entry: Evaluation) -> None:
         result = entry.result
-        key = evaluation_key(result.candidate, evaluator.task, evaluator.teacher_key, evaluator.fidelity)
-        store.put(key, result, task=evaluator.task, teacher_key=evaluator.teacher_key, fidelity=evaluator.fidelity)
+        key = evaluation_key(result.candidate, evaluator.task, evaluator.teacher_key, entry.fidelity)
+        store.put(key, result, task=evaluator.task, teacher_key=evaluator.teacher_key, fidelity=entry.fidelity)
         log.info(
-            "evaluation %d: %s %s accuracy=%s reward=%.4f",
+            "evaluation %d at %s (cost %d %s, %.1f s): %s %s validation_accuracy=%s reward=%.4f",
             entry.index,
+            entry.fidelity,
+            entry.cost,
+            settings.budget_unit,
+            result.train_seconds or 0.0,
             result.candidate.summary(),
             result.status,
-            result.accuracy,
+            result.validation_accuracy,
             entry.reward,
         )
-        bar.update(1)
+        bar.update(entry.cost)
         best = budgeted.best
         if best is not None:
-            bar.set_postfix(best_reward=f"{best.reward:.3f}", best_accuracy=f"{best.result.accuracy or 0:.3f}")
+            bar.set_postfix(best_reward=f"{best.reward:.3f}", best_val=f"{best.result.validation_accuracy or 0:.3f}")
 
     budgeted = BudgetedEvaluator(
-        evaluator, settings.budget, record, reward=chosen_reward, history_path=run_dir / HISTORY_FILE
+        evaluator,
+        settings.budget,
+        record,
+        reward=chosen_reward,
+        history_path=run_dir / HISTORY_FILE,
+        unit=settings.budget_unit,
     )
     bar.update(budgeted.spent)
     log.info("search started: %s (already spent %d of %d)", settings.model_dump_json(), budgeted.spent, settings.budget)
@@ -192,7 +210,7 @@ def search(
         log.info("search stopped after %d evaluations; distillations in this process: %s", budgeted.spent, trained)
         log.removeHandler(handler)
         handler.close()
-    results = [row.result for row in store.rows(task=settings.task)]
+    results = most_trained(row.result for row in store.rows(task=settings.task))
     frontier_table(results, FRONTIER_OBJECTIVES).to_csv(run_dir / FRONTIER_CSV, index=False)
     pareto(run_dir, objectives=",".join(FRONTIER_OBJECTIVES), compare=None, json_output=False, reference=None)
 
@@ -207,8 +225,8 @@ def export(
     if not (run_dir / CONFIG_FILE).is_file():
         fail(f"{run_dir} is not a search run folder (no {CONFIG_FILE})")
     settings = SearchConfig.load(run_dir / CONFIG_FILE)
-    results = [row.result for row in EvaluationStore(run_dir / STORE_FILE, create=False).rows(task=settings.task)]
-    members = frontier(results, FRONTIER_OBJECTIVES)
+    rows = EvaluationStore(run_dir / STORE_FILE, create=False).rows(task=settings.task)
+    members = frontier(most_trained(row.result for row in rows), FRONTIER_OBJECTIVES)
     if rank > len(members):
         fail(f"rank {rank} is beyond the frontier of {run_dir}, which has {len(members)} students")
     chosen = members[rank - 1]
