@@ -381,19 +381,29 @@ class RayEvaluator:
         Candidates that are trained identically at that fidelity are evaluated once. ``timeout_s`` replaces
         ``eval_timeout_s`` for this call (seconds per candidate, counted from its submission to a worker).
         """
+        return self.evaluate_requests([(candidate, fidelity) for candidate in candidates], timeout_s=timeout_s)
+
+    def evaluate_requests(
+        self, requests: Sequence[tuple[Candidate, str | Fidelity | None]], *, timeout_s: float | None = None
+    ) -> list[EvalResult]:
+        """:meth:`evaluate_many` for requests at mixed fidelities (e.g. jobs on several rungs), all in one pool."""
         if self._closed:
             raise RuntimeError("this RayEvaluator was shut down")
         _check_positive("timeout_s", timeout_s, allow_none=True)
         timeout = timeout_s if timeout_s is not None else self.eval_timeout_s
-        level = self.fidelity_level if fidelity is None else get_fidelity(fidelity)
-        trained = [apply_fidelity(c, level, train_size=self.train_size) for c in candidates]
-        keys = [evaluation_key(t, self.task, self.teacher_key, level.name) for t in trained]
-        queue = deque(dict(zip(keys, trained, strict=True)).items())
+        jobs: dict[str, tuple[Candidate, Fidelity]] = {}
+        keys = []
+        for candidate, fidelity in requests:
+            level = self.fidelity_level if fidelity is None else get_fidelity(fidelity)
+            trained = apply_fidelity(candidate, level, train_size=self.train_size)
+            keys.append(evaluation_key(trained, self.task, self.teacher_key, level.name))
+            jobs.setdefault(keys[-1], (trained, level))
+        queue = deque(jobs.items())
         idle = deque(self._slots)
         running: dict[Any, _Job] = {}
         results: dict[str, EvalResult] = {}
         try:
-            self._run(queue, idle, running, results, timeout, level)
+            self._run(queue, idle, running, results, timeout)
         finally:
             for job in running.values():
                 self._restart(job.slot)
@@ -401,24 +411,23 @@ class RayEvaluator:
 
     def _run(
         self,
-        queue: deque[tuple[str, Candidate]],
+        queue: deque[tuple[str, tuple[Candidate, Fidelity]]],
         idle: deque[_Slot],
         running: dict[Any, _Job],
         results: dict[str, EvalResult],
         timeout: float | None,
-        level: Fidelity,
     ) -> None:
         """Feed idle workers from ``queue`` and collect results until both are empty; ``running`` holds the jobs."""
         while queue or running:
             while queue and idle:
                 slot = idle.popleft()
-                key, candidate = queue.popleft()
+                key, (candidate, level) = queue.popleft()
                 deadline = None
                 if timeout is not None:
                     deadline = time.monotonic() + timeout + (0.0 if slot.ready else self.startup_timeout_s)
                 running[slot.actor.evaluate.remote(candidate, level)] = _Job(slot, key, candidate, deadline, level)
             if not running:
-                for key, candidate in queue:
+                for key, (candidate, level) in queue:
                     results[key] = self._failed(candidate, "no worker left: every worker died or timed out", level)
                 break
             ready, _ = ray.wait(list(running), num_returns=1, timeout=self._wait_seconds(running.values()))

@@ -185,31 +185,61 @@ class BudgetedEvaluator:
         store keeps the finished ones, and the resumed run asks for the same batch), from any other evaluator one by
         one as each finishes.
         """
-        affordable = self.affordable(candidates, fidelity)
-        if affordable < len(candidates):
-            raise BudgetExhausted(candidates[affordable], self.budget, self.unit, self.fidelity_name(fidelity))
-        new = {self._key(c, fidelity): c for c in candidates if self._key(c, fidelity) not in self._by_key}
-        self.repeats += len(candidates) - len(new)
-        costs = {key: self.cost(candidate, fidelity) for key, candidate in new.items()}
-        name = self.fidelity_name(fidelity)
+        return self.evaluate_requests([(candidate, fidelity) for candidate in candidates])
+
+    def evaluate_requests(self, requests: Sequence[tuple[Candidate, FidelityArg]]) -> list[EvalResult]:
+        """:meth:`evaluate_many` for requests at mixed fidelities (e.g. jobs on several rungs): one batch, so a pool
+        of workers runs them all at once when the wrapped evaluator takes mixed requests
+        (``evaluate_requests``, as :class:`~envs.ray_evaluator.RayEvaluator` does); otherwise one batch per fidelity,
+        in order of first appearance."""
+        affordable = self.affordable_requests(requests)
+        if affordable < len(requests):
+            candidate, fidelity = requests[affordable]
+            raise BudgetExhausted(candidate, self.budget, self.unit, self.fidelity_name(fidelity))
+        new: dict[str, tuple[Candidate, FidelityArg, int]] = {}
+        for candidate, fidelity in requests:
+            key = self._key(candidate, fidelity)
+            if key not in self._by_key and key not in new:
+                new[key] = (candidate, fidelity, self.cost(candidate, fidelity))
+        self.repeats += len(requests) - len(new)
         if new and isinstance(self.evaluator, BatchEvaluator):
-            results = self._call_many(list(new.values()), fidelity)
-            self._add([(c, r, name, costs[key]) for (key, c), r in zip(new.items(), results, strict=True)])
+            results = self._call_batch([(candidate, fidelity) for candidate, fidelity, _ in new.values()])
+            self._add(
+                [
+                    (candidate, result, self.fidelity_name(fidelity), price)
+                    for (candidate, fidelity, price), result in zip(new.values(), results, strict=True)
+                ]
+            )
         else:
-            for key, candidate in new.items():
-                self._add([(candidate, self._call(candidate, fidelity), name, costs[key])])
-        return [self._by_key[self._key(candidate, fidelity)].result.blinded() for candidate in candidates]
+            for candidate, fidelity, price in new.values():
+                self._add([(candidate, self._call(candidate, fidelity), self.fidelity_name(fidelity), price)])
+        return [self._by_key[self._key(candidate, fidelity)].result.blinded() for candidate, fidelity in requests]
 
     def _call(self, candidate: Candidate, fidelity: FidelityArg) -> EvalResult:
         if fidelity is None:
             return self.evaluator.evaluate(candidate)
         return self._multi_fidelity().evaluate(candidate, fidelity)
 
-    def _call_many(self, candidates: list[Candidate], fidelity: FidelityArg) -> list[EvalResult]:
-        if fidelity is None:
-            return self.evaluator.evaluate_many(candidates)
-        self._multi_fidelity()
-        return self.evaluator.evaluate_many(candidates, fidelity)
+    def _call_batch(self, requests: list[tuple[Candidate, FidelityArg]]) -> list[EvalResult]:
+        """Results of a batch evaluator, in request order: one mixed call when it takes one, else one per fidelity."""
+        names = {self.fidelity_name(fidelity) for _, fidelity in requests}
+        if len(names) > 1 and hasattr(self.evaluator, "evaluate_requests"):
+            self._multi_fidelity()
+            return self.evaluator.evaluate_requests(requests)
+        results: dict[int, EvalResult] = {}
+        groups: dict[str, list[int]] = {}
+        for position, (_, fidelity) in enumerate(requests):
+            groups.setdefault(self.fidelity_name(fidelity), []).append(position)
+        for positions in groups.values():
+            fidelity = requests[positions[0]][1]
+            candidates = [requests[position][0] for position in positions]
+            if fidelity is None:
+                batch = self.evaluator.evaluate_many(candidates)
+            else:
+                self._multi_fidelity()
+                batch = self.evaluator.evaluate_many(candidates, fidelity)
+            results.update(zip(positions, batch, strict=True))
+        return [results[position] for position in range(len(requests))]
 
     def _multi_fidelity(self) -> MultiFidelityEvaluator:
         if not isinstance(self.evaluator, MultiFidelityEvaluator):
@@ -233,9 +263,13 @@ class BudgetedEvaluator:
     def affordable(self, candidates: Sequence[Candidate], fidelity: FidelityArg = None) -> int:
         """The length of the longest prefix of ``candidates`` that :meth:`evaluate_many` can pay for at
         ``fidelity``: its new distinct requests cost at most :attr:`remaining`."""
+        return self.affordable_requests([(candidate, fidelity) for candidate in candidates])
+
+    def affordable_requests(self, requests: Sequence[tuple[Candidate, FidelityArg]]) -> int:
+        """The length of the longest prefix of ``requests`` that :meth:`evaluate_requests` can pay for."""
         seen: set[str] = set()
         left = self.remaining
-        for position, candidate in enumerate(candidates):
+        for position, (candidate, fidelity) in enumerate(requests):
             key = self._key(candidate, fidelity)
             if key not in self._by_key and key not in seen:
                 price = self.cost(candidate, fidelity)
@@ -243,7 +277,7 @@ class BudgetedEvaluator:
                     return position
                 left -= price
                 seen.add(key)
-        return len(candidates)
+        return len(requests)
 
     # ---- the ledger ---------------------------------------------------------------------------------------------
 

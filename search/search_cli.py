@@ -92,7 +92,10 @@ def _space(config: SearchConfig) -> SearchSpace:
 
 def search(
     task: Annotated[str | None, typer.Option(help="Task name (default rt-polarity).")] = None,
-    agent: Annotated[str | None, typer.Option(help="random, evolution, ppo, maskable-ppo or dnas.")] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="random, evolution, ppo, maskable-ppo, dnas, successive-halving, hyperband or mo-asha."),
+    ] = None,
     budget: Annotated[int | None, typer.Option(help="Budget to spend, in --budget-unit (default 8).")] = None,
     budget_unit: Annotated[
         str | None,

@@ -441,6 +441,29 @@ def test_mo_asha_keeps_every_worker_busy(tmp_path: Path, workers: int) -> None:
         assert len(evaluator.calls) == 60
 
 
+class MixedToyRungs(ToyRungs):
+    """ToyRungs that also takes mixed-fidelity batches in one call, as the Ray pool does."""
+
+    def evaluate_requests(self, requests: list[tuple[Candidate, str | Fidelity | None]]) -> list[EvalResult]:
+        self.calls.append(("mixed", len(requests)))
+        results = []
+        for candidate, fidelity in requests:
+            steps = self.cost_steps(candidate, fidelity)
+            self.trained += steps
+            results.append(self._result(candidate, steps))
+        return results
+
+
+def test_mo_asha_sends_each_mixed_batch_to_the_workers_at_once(tmp_path: Path) -> None:
+    evaluator = MixedToyRungs(parallelism=3)
+    budgeted, agent = run("mo-asha", evaluator, 60, tmp_path, unit="evaluations")
+    mixed = [batch for batch in agent.rounds if len({level for _, level in batch}) > 1]
+    assert mixed, "some batches hold jobs on several rungs"
+    assert len(evaluator.calls) == len(agent.rounds) and {size for _, size in evaluator.calls} == {3}
+    plain_budget, _ = run("mo-asha", ToyRungs(parallelism=3), 60, tmp_path / "plain", unit="evaluations")
+    assert ledger(budgeted) == ledger(plain_budget)
+
+
 def test_mo_asha_promotes_by_the_validation_objectives(tmp_path: Path) -> None:
     budgeted, agent = run("mo-asha", ToyRungs(), 120, tmp_path, unit="evaluations")
     for batch_number, batch in enumerate(agent.rounds):

@@ -25,10 +25,9 @@ Asynchrony with a batch API: the evaluator returns whole batches, so the agent k
 :attr:`~search.budget.BudgetedEvaluator.parallelism` (``K``) jobs in flight by filling all ``K`` slots with the next
 jobs ASHA's rule chooses given every result so far (each chosen job counts as promoted or drawn at once, so the
 ``K`` are distinct), evaluating that batch and repeating. It is ASHA's decision rule with synchronous batches of
-size ``K``: a slot that finishes early waits for the batch; with ``K = 1`` it is exact ASHA. The budget API takes
-one fidelity per request, so a batch whose jobs sit on several rungs is sent as one request per rung
-(:func:`~search.agents.multifidelity.request`); the workers are busy with all ``K`` jobs only when the evaluator
-runs those requests together.
+size ``K``: a slot that finishes early waits for the batch; with ``K = 1`` it is exact ASHA. A batch whose jobs sit
+on several rungs goes out as one mixed request (:meth:`~search.budget.BudgetedEvaluator.evaluate_requests`), which
+:class:`~envs.ray_evaluator.RayEvaluator` runs on all ``K`` workers at once.
 
 Why not Ray Tune: Ray Tune has no multi-objective scheduler (its ``ASHAScheduler`` ranks one metric), its experiment
 state is pickled (a run folder here must resume from JSON, never by unpickling), and its trials do not charge the

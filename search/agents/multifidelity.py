@@ -115,25 +115,18 @@ class Rungs:
 
 
 def request(budgeted: BudgetedEvaluator, jobs: Sequence[tuple[Candidate, int]]) -> bool:
-    """Evaluate each ``(candidate, steps)`` job at :func:`~envs.fidelity.rung` ``(steps)``; False when the budget
-    could not pay for all of them.
+    """Evaluate each ``(candidate, steps)`` job at :func:`~envs.fidelity.rung` ``(steps)`` in one batch (jobs on
+    several rungs run side by side, see :meth:`~search.budget.BudgetedEvaluator.evaluate_requests`); False when the
+    budget could not pay for all of them.
 
-    The API takes one fidelity per call, so jobs are sent as one :meth:`~search.budget.BudgetedEvaluator.evaluate_many`
-    call per distinct rung, in order of first appearance (job order within each). Each call evaluates the longest
-    prefix the budget affords (:meth:`~search.budget.BudgetedEvaluator.affordable`); at the first shortfall nothing
-    more is asked for and the caller stops. Recorded jobs are free.
+    The longest prefix the budget affords is evaluated (:meth:`~search.budget.BudgetedEvaluator.affordable_requests`);
+    at a shortfall the caller stops. Recorded jobs are free.
     """
-    groups: dict[int, list[Candidate]] = {}
-    for candidate, steps in jobs:
-        groups.setdefault(steps, []).append(candidate)
-    for steps, candidates in groups.items():
-        fidelity = rung(steps)
-        affordable = budgeted.affordable(candidates, fidelity)
-        if affordable:
-            budgeted.evaluate_many(candidates[:affordable], fidelity=fidelity)
-        if affordable < len(candidates):
-            return False
-    return True
+    requests = [(candidate, rung(steps)) for candidate, steps in jobs]
+    affordable = budgeted.affordable_requests(requests)
+    if affordable:
+        budgeted.evaluate_requests(requests[:affordable])
+    return affordable == len(requests)
 
 
 def entry_at(budgeted: BudgetedEvaluator, candidate: Candidate, steps: int) -> Evaluation:
