@@ -9,7 +9,8 @@ them from EvalResults. Columns:
   and ``kd.<field>`` columns (always written too, for analysis with pandas);
 * ``task``, ``teacher_key``, ``fidelity`` -- what was measured, equal on every row;
 * ``status``, ``error``, ``accuracy``, ``validation_accuracy``, ``teacher_accuracy``,
-  ``teacher_validation_accuracy``, ``flops``, ``params_total``, ``params_non_embedding``, ``size_bytes``,
+  ``teacher_validation_accuracy``, ``majority_validation_accuracy``, ``majority_test_accuracy``, ``flops``,
+  ``params_total``, ``params_non_embedding``, ``size_bytes``,
   ``peak_memory_bytes``, ``train_seconds``, ``train_steps``, ``curve_seconds``, ``eval_seconds``, ``student_path``
   -- as in EvalResult (empty when absent);
 * ``ood_accuracy``, ``ood_dev_accuracy``, ``teacher_ood_accuracy``, ``teacher_ood_dev_accuracy``,
@@ -47,6 +48,8 @@ SCALAR_COLUMNS = (
     "validation_accuracy",
     "teacher_accuracy",
     "teacher_validation_accuracy",
+    "majority_validation_accuracy",
+    "majority_test_accuracy",
     "flops",
     "params_total",
     "params_non_embedding",
@@ -361,6 +364,7 @@ def _at_rung(result: EvalResult, level: Fidelity, path: Path) -> EvalResult:
             "ood_dev_accuracy": best.ood_dev_accuracy,
             "accuracy": None,
             "ood_accuracy": {},
+            "majority_test_accuracy": None,
             "learning_curve": points,
             "train_steps": level.stop_after,
             "train_seconds": points[-1].train_seconds,

@@ -64,7 +64,12 @@ DEFAULT_CHOICES: dict[str, tuple[Value, ...]] = {
     "attention_loss": ("mse", "kl", "cosine"),
     "layer_mapping": ("uniform", "last", "skip"),
 }
-DEFAULT_FIXED: dict[str, Value] = {"max_steps": 2000, "lr": 2e-4, "batch_size": 32, "max_length": 128}
+DEFAULT_FIXED: dict[str, Value] = {
+    "max_steps": 2000,
+    "lr": KDConfig.model_fields["lr"].default,
+    "batch_size": KDConfig.model_fields["batch_size"].default,
+    "max_length": KDConfig.model_fields["max_length"].default,
+}
 TEACHER_FEATURE_CAPS = {
     "num_hidden_layers": 64,
     "hidden_size": 8192,

@@ -63,7 +63,7 @@ class CurvePoint(BaseModel):
     train_seconds: float
 
 
-TEST_FIELDS = ("accuracy", "ood_accuracy", "teacher_accuracy", "teacher_ood_accuracy")
+TEST_FIELDS = ("accuracy", "ood_accuracy", "teacher_accuracy", "teacher_ood_accuracy", "majority_test_accuracy")
 
 
 class EvalResult(BaseModel):
@@ -77,7 +77,9 @@ class EvalResult(BaseModel):
     OOD set) are what a search may select on; ``accuracy`` (test) and ``ood_accuracy`` (the test half of each OOD
     set) are for reporting only, and :meth:`blinded` removes them before a result reaches an agent.
     ``learning_curve`` holds the selection accuracies at the distillation's checkpoints; ``train_steps`` the steps
-    trained and ``curve_seconds`` the time spent evaluating the checkpoints.
+    trained and ``curve_seconds`` the time spent evaluating the checkpoints. ``majority_validation_accuracy`` and
+    ``majority_test_accuracy`` are the accuracies of always answering the training set's most frequent label: a
+    student at or below them has learnt nothing useful.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -93,6 +95,8 @@ class EvalResult(BaseModel):
     teacher_validation_accuracy: float | None = None
     teacher_ood_accuracy: dict[str, float] = Field(default_factory=dict)
     teacher_ood_dev_accuracy: dict[str, float] = Field(default_factory=dict)
+    majority_validation_accuracy: float | None = None
+    majority_test_accuracy: float | None = None
     learning_curve: list[CurvePoint] = Field(default_factory=list)
     train_steps: int | None = None
     curve_seconds: float | None = None

@@ -96,6 +96,12 @@ class StudentEvaluator:
             }
         return self._teacher_scores[max_length]
 
+    def majority_rate(self, max_length: int, split: str) -> float:
+        """Accuracy on ``split`` of always answering the training set's most frequent label."""
+        sets = self.tokenized(max_length)
+        majority = int(torch.bincount(labels_of(sets["train"])).argmax())
+        return float((labels_of(sets[split]) == majority).float().mean())
+
     def teacher_latency(self, device: torch.device) -> dict[tuple[int, int], LatencyStats]:
         """The teacher's latency on ``device``, measured once per evaluator (in the same process as students)."""
         if str(device) not in self._teacher_latency:
@@ -208,6 +214,8 @@ class StudentEvaluator:
             teacher_validation_accuracy=teacher_scores["validation"],
             teacher_ood_accuracy=_named(teacher_scores, OOD_TEST),
             teacher_ood_dev_accuracy=_named(teacher_scores, OOD_DEV),
+            majority_validation_accuracy=self.majority_rate(kd.max_length, "validation"),
+            majority_test_accuracy=self.majority_rate(kd.max_length, "test"),
             learning_curve=outcome.learning_curve,
             train_steps=outcome.steps,
             curve_seconds=outcome.curve_seconds,

@@ -44,10 +44,25 @@ def result_table(result: EvalResult) -> Table:
     table.add_row(
         "test accuracy", f"{result.accuracy:.4f}", f"{result.teacher_accuracy:.4f}", f"{result.retention:.1%}"
     )
-    table.add_row("validation accuracy", f"{result.validation_accuracy:.4f}", "", "")
-    for name, value in result.ood_accuracy.items():
-        teacher = result.teacher_ood_accuracy[name]
-        table.add_row(f"OOD {name}", f"{value:.4f}", f"{teacher:.4f}", f"{value / teacher:.1%}" if teacher else "-")
+    table.add_row(
+        "validation accuracy",
+        f"{result.validation_accuracy:.4f}",
+        f"{result.teacher_validation_accuracy:.4f}",
+        f"{result.validation_retention:.1%}",
+    )
+    for label, student, teachers in (
+        ("OOD test", result.ood_accuracy, result.teacher_ood_accuracy),
+        ("OOD dev", result.ood_dev_accuracy, result.teacher_ood_dev_accuracy),
+    ):
+        for name, value in student.items():
+            teacher = teachers[name]
+            ratio = f"{value / teacher:.1%}" if teacher else "-"
+            table.add_row(f"{label} {name}", f"{value:.4f}", f"{teacher:.4f}", ratio)
+    if result.majority_validation_accuracy is not None:
+        table.add_row("majority-label rate (validation)", f"{result.majority_validation_accuracy:.4f}", "", "")
+    if result.learning_curve:
+        curve = ", ".join(f"{point.step}: {point.validation_accuracy:.3f}" for point in result.learning_curve)
+        table.add_row("validation curve (step: accuracy)", curve, "", "")
     for point in result.latency:
         table.add_row(
             f"latency {point.batch}x{point.seq_len} (ms)",
@@ -59,7 +74,7 @@ def result_table(result: EvalResult) -> Table:
         "parameters", f"{result.params_total / 1e6:.2f}M", "", f"non-embedding {result.params_non_embedding / 1e6:.2f}M"
     )
     table.add_row("size", f"{result.size_bytes / 1e6:.2f} MB", "", "")
-    table.add_row("training", f"{result.train_seconds:.0f} s", "", "")
+    table.add_row("training", f"{result.train_seconds:.0f} s, {result.train_steps} steps", "", "")
     return table
 
 

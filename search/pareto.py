@@ -9,16 +9,20 @@ picks another measured point),
 and :func:`hypervolume` work in minimisation form (maximised objectives negated); reference points given as
 mappings, tables and teacher values are in natural units.
 
-Only ``ok`` results that carry every chosen objective take part (:func:`usable`); the others are skipped.
+Only ``ok`` results that carry every chosen objective take part (:func:`usable`); the others are skipped, and so is
+a student whose accuracy objective is no better than always answering the training set's majority label
+(``majority_validation_accuracy`` / ``majority_test_accuracy``): the constant answer beats it at no cost. The default
+reference of an accuracy objective is that majority rate where the results record it.
 
 Dominance: ``a`` dominates ``b`` when ``a`` is no worse in every objective and strictly better in one. A point equal
 to another is therefore not dominated, so exact duplicates are all kept on the frontier (each is its own candidate).
 
-Reference point (:func:`default_reference`, natural units, every entry overridable): ``accuracy`` 0,
-``ood_accuracy`` 0, ``latency`` the teacher's median latency at the same point (the largest recorded in the
-results), ``params`` and ``size`` 1.1 x the largest value among the results, rounded up (results do not record the
-teacher's count). Derived defaults depend on the results given, so compare runs by passing all of them at once, or
-fix the reference. A point not strictly better than the reference in every objective adds no volume.
+Reference point (:func:`default_reference`, natural units, every entry overridable): ``accuracy`` and
+``test_accuracy`` the majority rate (0 where not recorded), the other accuracies 0, ``speedup`` 1, ``latency`` the
+teacher's median latency at the same point (the largest recorded in the results), ``params`` and ``size`` 1.1 x the
+largest value among the results, rounded up (results do not record the teacher's count). Derived defaults depend on
+the results given, so compare runs by passing all of them at once, or fix the reference. A point not strictly better
+than the reference in every objective adds no volume.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Objective:
     read: Callable[[EvalResult], float | None]
     point: Point | None = None
     floor: float = 0.0
+    majority: Callable[[EvalResult], float | None] | None = None
 
     @property
     def sign(self) -> float:
@@ -74,9 +79,21 @@ def _as_float(value: float | None) -> float | None:
 OBJECTIVES: dict[str, Objective] = {
     objective.name: objective
     for objective in (
-        Objective("accuracy", "up", "validation accuracy", lambda r: r.validation_accuracy),
+        Objective(
+            "accuracy",
+            "up",
+            "validation accuracy",
+            lambda r: r.validation_accuracy,
+            majority=lambda r: r.majority_validation_accuracy,
+        ),
         Objective("ood_accuracy", "up", "mean OOD-dev accuracy", lambda r: r.mean_ood_dev_accuracy),
-        Objective("test_accuracy", "up", "test accuracy (post hoc)", lambda r: r.accuracy),
+        Objective(
+            "test_accuracy",
+            "up",
+            "test accuracy (post hoc)",
+            lambda r: r.accuracy,
+            majority=lambda r: r.majority_test_accuracy,
+        ),
         Objective("ood_test_accuracy", "up", "mean OOD-test accuracy (post hoc)", lambda r: r.mean_ood_accuracy),
         _latency_objective(DEFAULT_POINT),
         Objective(
@@ -126,9 +143,27 @@ def _objectives(names: Sequence[str]) -> list[Objective]:
 
 
 def usable(results: Iterable[EvalResult], names: Sequence[str]) -> list[EvalResult]:
-    """The ``ok`` results that carry every objective in ``names``, in their given order."""
+    """The ``ok`` results that carry every objective in ``names`` and beat the majority rate on each accuracy
+    objective that records one, in their given order."""
     objectives = _objectives(names)
-    return [r for r in results if r.status == "ok" and all(o.read(r) is not None for o in objectives)]
+    return [r for r in results if r.status == "ok" and all(_useful(o, r) for o in objectives)]
+
+
+def _useful(objective: Objective, result: EvalResult) -> bool:
+    value = objective.read(result)
+    if value is None:
+        return False
+    majority = objective.majority(result) if objective.majority is not None else None
+    return majority is None or value > majority
+
+
+def majority_value(results: Iterable[EvalResult], name: str) -> float | None:
+    """The majority-label rate of objective ``name`` recorded in the results (the largest seen), or None."""
+    objective = get_objective(name)
+    if objective.majority is None:
+        return None
+    values = [value for result in results if (value := objective.majority(result)) is not None]
+    return max(values) if values else None
 
 
 def objective_matrix(results: Iterable[EvalResult], names: Sequence[str]) -> np.ndarray:
@@ -236,7 +271,8 @@ def default_reference(
         if objective.name in chosen:
             reference[objective.name] = chosen[objective.name]
         elif objective.direction == "up":
-            reference[objective.name] = objective.floor
+            majority = majority_value(results, objective.name)
+            reference[objective.name] = objective.floor if majority is None else majority
         elif objective.point is not None:
             teacher = teacher_value(results, objective.name)
             if teacher is None:

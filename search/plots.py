@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from kdlib.candidate import EvalResult
-from search.pareto import frontier, get_objective, usable
+from search.pareto import frontier, get_objective, majority_value, usable
 
 FIGURE_SIZE = (7.5, 5.0)
 DPI = 120
@@ -58,7 +58,8 @@ def plot_frontier(
     """Write a PNG of every run's evaluations in the ``x``-``y`` objective plane and return its path.
 
     All usable evaluations are faint dots; each run's 2-D frontier over (``x``, ``y``) is drawn as bold points
-    joined by the staircase it dominates, one colour per run. ``teacher`` (natural ``(x, y)`` units) is a star.
+    joined by the staircase it dominates, one colour per run. ``teacher`` (natural ``(x, y)`` units) is a star. An
+    accuracy axis marks the majority-label rate recorded in the results (students at or below it are not usable).
     """
     x_objective, y_objective = get_objective(x), get_objective(y)
     if x_objective.name == y_objective.name:
@@ -93,6 +94,11 @@ def plot_frontier(
         plotted += len(points)
     if teacher is not None:
         axes.scatter(*teacher, marker="*", s=260, color="gold", edgecolors="black", zorder=4, label="teacher")
+    everything = [result for results in runs.values() for result in results]
+    for name, draw in ((y_objective.name, axes.axhline), (x_objective.name, axes.axvline)):
+        majority = majority_value(everything, name)
+        if majority is not None:
+            draw(majority, color="grey", linestyle="--", linewidth=1, label=f"majority-label rate ({majority:.3f})")
     axes.set_xlabel(_axis_label(x_objective.name))
     axes.set_ylabel(_axis_label(y_objective.name))
     axes.set_title(title or f"Pareto frontier: {y_objective.name} vs {x_objective.name}")

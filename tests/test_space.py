@@ -38,7 +38,10 @@ def test_default_space_follows_the_teacher() -> None:
     assert space.dimensions["num_heads"] == (1, 2, 3, 4, 6, 12)
     assert space.dimensions["ffn_size"] == (384, 768, 1152, 1536)
     assert {"layer_selection", "init", "weight_bits", "alpha", "temperature", "layer_mapping"} <= set(space.names)
-    assert space.fixed == {"max_steps": 2000, "lr": 2e-4, "batch_size": 32, "max_length": 128}
+    assert space.fixed == {"max_steps": 2000, "lr": 2e-4, "batch_size": 32, "max_length": 64}
+    assert {name: getattr(KDConfig(), name) for name in ("lr", "batch_size", "max_length")} == {
+        name: space.fixed[name] for name in ("lr", "batch_size", "max_length")
+    }
     assert space.num_valid() == int(np.prod(space.sizes))
     base = SearchSpace.default_for(BertConfig())
     assert base.dimensions["hidden_size"] == (192, 384, 576, 768)

@@ -1,0 +1,185 @@
+"""Do searches find better students than a hand cut? Agents under one step budget against ``2L-H384-F384``.
+
+Every agent searches rt-polarity's default space under ``--min-speedup`` (FLOPs, 1 x 64) with the same budget of
+``--step-budget`` training steps (each evaluation is charged the steps it trains; wall seconds are reported beside),
+selecting on validation data only. Random search and PPO evaluate every candidate at its full budget
+(``--full-steps``); the multi-fidelity agents climb learning-curve rungs up to it. Then each agent's best frontier
+student (highest validation accuracy among those with a measured speed-up of at least ``--min-speedup`` at 1 x 64)
+is distilled again at the full budget and reported with its **test** and **OOD-test** accuracy and retention,
+beside the hand cut ``2L-H384-F384`` trained with the same recipe. Test numbers are read only here, for the report.
+
+Resumable: each agent's ledger and state live in ``results/search_vs_hand/<agent>/`` and the re-trained rows in
+``results/search_vs_hand/final.jsonl``; commit them, and a rerun continues where the last one stopped (a finished
+agent costs nothing).
+
+    .venv/bin/python -m benchmarks.search_vs_hand [--agents random ppo hyperband mo-asha] [--step-budget 12000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
+from envs.limits import Limits
+from envs.live import LiveEvaluator
+from envs.space import DEFAULT_FIXED, SearchSpace
+from envs.store import EvaluationStore
+from kdlib.candidate import Candidate, EvalResult
+from kdlib.specs import KDConfig, StudentSpec
+from search.agents import make_agent
+from search.budget import HISTORY_FILE, BudgetedEvaluator
+from search.pareto import frontier, most_trained
+
+FOLDER = RESULTS / "search_vs_hand"
+FINAL = FOLDER / "final.jsonl"
+REPORT = RESULTS / "search_vs_hand.md"
+MAX_LENGTH = 64
+POINT = (1, 64)
+HAND = StudentSpec(num_layers=2, hidden_size=384, num_heads=12, ffn_size=384)
+AGENT_OPTIONS: dict[str, dict[str, object]] = {
+    "random": {},
+    "ppo": {"candidates_per_rollout": 4, "minibatches": 2, "n_epochs": 10},
+    "evolution": {"population_size": 4, "sample_size": 2},
+    "successive-halving": {"min_steps": 60, "eta": 3},
+    "hyperband": {"min_steps": 60, "eta": 3},
+    "mo-asha": {"min_steps": 60, "eta": 3},
+}
+
+
+def space_for(evaluator: LiveEvaluator, full_steps: int, min_speedup: float) -> SearchSpace:
+    """The default space with ``full_steps`` as every candidate's budget and the speed-up limit."""
+    fixed = DEFAULT_FIXED | {"max_steps": full_steps, "max_length": MAX_LENGTH}
+    config = evaluator.student_evaluator.teacher_config
+    return SearchSpace.default_for(config, fixed=fixed, limits=Limits(min_speedup=min_speedup))
+
+
+def run_agent(name: str, evaluator: LiveEvaluator, space: SearchSpace, step_budget: int) -> BudgetedEvaluator:
+    """Run (or resume, or just reload) one agent's search; returns its budget ledger."""
+    folder = FOLDER / name
+    budgeted = BudgetedEvaluator(evaluator, step_budget, history_path=folder / HISTORY_FILE, unit="steps")
+    started = time.perf_counter()
+    make_agent(name, **AGENT_OPTIONS[name]).run(budgeted, space, folder, seed=0)
+    print(
+        f"{name}: {budgeted.spent} of {step_budget} steps, {len(budgeted)} evaluations "
+        f"({time.perf_counter() - started:.0f} s this session)",
+        flush=True,
+    )
+    return budgeted
+
+
+def best_fast_student(budgeted: BudgetedEvaluator, min_speedup: float) -> EvalResult | None:
+    """The frontier student (validation accuracy x measured speed-up) with the highest validation accuracy among
+    those measured at least ``min_speedup`` times faster than the teacher; chosen on blinded results only."""
+    results = most_trained(entry.result for entry in budgeted.history)
+    fast = [r for r in frontier(results, ("accuracy", "speedup")) if (r.speedup(*POINT) or 0) >= min_speedup]
+    return max(fast, key=lambda r: r.validation_accuracy) if fast else None
+
+
+def full_candidate(candidate: Candidate, full_steps: int) -> Candidate:
+    """``candidate`` with the full budget (its schedule is already ``full_steps`` long; rungs only stop early)."""
+    return Candidate(spec=candidate.spec, kd=candidate.kd.model_copy(update={"max_steps": full_steps}))
+
+
+def final_rows(path: Path) -> dict[str, EvalResult]:
+    """The re-trained rows recorded so far, keyed ``<row>:<candidate hash>`` (a torn last line is ignored)."""
+    if not path.exists():
+        return {}
+    rows = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            rows[record["row"]] = EvalResult.model_validate(record["result"])
+        except (ValueError, KeyError):
+            continue
+    return rows
+
+
+def retrained(label: str, candidate: Candidate, evaluator: LiveEvaluator, done: dict[str, EvalResult]) -> EvalResult:
+    """The full-budget result of ``candidate`` (from ``final.jsonl`` when already there)."""
+    key = f"{label}:{candidate.content_hash()}"
+    if key not in done:
+        done[key] = evaluator.evaluate(candidate)
+        FINAL.parent.mkdir(parents=True, exist_ok=True)
+        with FINAL.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"row": key, "result": done[key].model_dump(mode="json")}) + "\n")
+    return done[key]
+
+
+def report_row(label: str, result: EvalResult, budgeted: BudgetedEvaluator | None) -> list[str]:
+    speedup = result.speedup(*POINT)
+    seconds = sum(entry.result.train_seconds or 0.0 for entry in budgeted.history) if budgeted else None
+    return [
+        label,
+        result.candidate.summary(),
+        f"{speedup:.2f}x" if speedup else "-",
+        f"{result.validation_accuracy:.4f}",
+        f"{result.accuracy:.4f}",
+        f"{result.retention:.1%}",
+        f"{result.mean_ood_accuracy:.4f}" if result.mean_ood_accuracy is not None else "-",
+        f"{result.ood_retention:.1%}" if result.ood_retention is not None else "-",
+        f"{budgeted.spent} steps / {len(budgeted)} evals / {seconds / 60:.1f} min" if budgeted else "-",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", nargs="+", default=["random", "ppo", "hyperband", "mo-asha"])
+    parser.add_argument("--step-budget", type=int, default=12000)
+    parser.add_argument("--full-steps", type=int, default=960)
+    parser.add_argument("--min-speedup", type=float, default=5.0)
+    args = parser.parse_args()
+    teacher_eval = default_evaluator(progress=False)
+    store = EvaluationStore(Path(os.environ.get("KDSEARCH_HOME", Path.home() / ".cache" / "kdsearch")) / "svh.sqlite")
+    evaluator = LiveEvaluator(
+        teacher_eval.task, teacher=teacher_eval.teacher, fidelity="full", store=store, progress=False
+    )
+    space = space_for(evaluator, args.full_steps, args.min_speedup)
+    done = final_rows(FINAL)
+    hand = Candidate(spec=HAND, kd=KDConfig(max_steps=args.full_steps, max_length=MAX_LENGTH))
+    rows = [report_row("hand cut 2L-H384-F384", retrained("hand", hand, evaluator, done), None)]
+    for name in args.agents:
+        budgeted = run_agent(name, evaluator, space, args.step_budget)
+        best = best_fast_student(budgeted, args.min_speedup)
+        if best is None:
+            rows.append([name, f"no frontier student at >= {args.min_speedup}x", *["-"] * 6, f"{budgeted.spent} steps"])
+            continue
+        result = retrained(name, full_candidate(best.candidate, args.full_steps), evaluator, done)
+        rows.append(report_row(name, result, budgeted))
+    text = "\n\n".join(
+        [
+            "# Searched students against a hand cut (rt-polarity)",
+            f"Command: `{command_line()}`.",
+            environment_line(),
+            f"Space: the default space with every candidate's budget {args.full_steps} steps, under --min-speedup "
+            f"{args.min_speedup} (FLOPs, 1 x 64); fixed fields {json.dumps(space.fixed)}. Budget per agent: "
+            f"{args.step_budget} training steps (each evaluation charged the steps it trains). Agent options: "
+            f"{json.dumps({name: AGENT_OPTIONS[name] for name in args.agents})}.",
+            "Each agent's row: its best frontier student (validation accuracy x measured speed-up, both from the "
+            "search) with a measured speed-up of at least the limit, distilled again at the full budget; test and "
+            "OOD-test accuracy and retention are measured only then, for this report.",
+            markdown_table(
+                [
+                    "row",
+                    "student",
+                    "speed-up 1x64",
+                    "validation",
+                    "test",
+                    "test retention",
+                    "OOD test",
+                    "OOD retention",
+                    "search cost",
+                ],
+                rows,
+            ),
+        ]
+    )
+    REPORT.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
