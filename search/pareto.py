@@ -343,13 +343,16 @@ def frontier_table(results: Iterable[EvalResult], names: Sequence[str]) -> pd.Da
     """The :func:`frontier` as a table: candidate summary and hash, the objectives, then every metric.
 
     Objective columns are in natural units and named by objective; metric columns are those of
-    :func:`envs.rewards.result_metrics` (``status`` and ``error`` dropped: every row is ``ok``).
+    :func:`envs.rewards.result_metrics` (``status`` and ``error`` dropped: every row is ``ok``), its test accuracy
+    ``accuracy`` named ``test_accuracy`` so it neither overwrites nor is mistaken for the ``accuracy`` objective
+    (validation accuracy).
     """
     objectives = _objectives(names)
     rows = []
     for result in frontier(results, names):
         metrics = result_metrics(result)
         del metrics["status"], metrics["error"]
+        metrics = {("test_accuracy" if key == "accuracy" else key): value for key, value in metrics.items()}
         rows.append(
             {
                 "candidate": result.candidate.summary(),

@@ -2,10 +2,11 @@
 
 It searches one architecture per (beta, seed) with :func:`~search.dnas.tune.run_dnas_tune` (seeds ``seed ..
 seed + num_seeds - 1``), then evaluates the derived students of the trials that completed, in (beta, seed) order,
-through ``budgeted.evaluate_many`` (in parallel on a Ray evaluator) -- one unit of budget per distinct candidate,
-repeats free -- until the budget is spent. Trials stopped by ASHA or failed are recorded, not evaluated. The run ends
-there, even with budget left. With a Ray evaluator, its local Ray must have room for the trials beside the
-evaluation workers (:func:`~search.dnas.tune.check_room` refuses one that has none rather than wait forever).
+through ``budgeted.evaluate_many`` (in parallel on a Ray evaluator) -- each distinct candidate costs its price in
+the run's budget unit (one evaluation, or its training steps), repeats free -- until the budget is spent. Trials
+stopped by ASHA or failed are recorded, not evaluated. The run ends there, even with budget left. With a Ray
+evaluator, its local Ray must have room for the trials beside the evaluation workers
+(:func:`~search.dnas.tune.check_room` refuses one that has none rather than wait forever).
 
 From the space: the searched depths, head counts and FFN widths are the space's ``num_layers`` / ``num_heads`` /
 ``ffn_size`` values (a fixed field is a single choice) that the teacher allows; ``layer_selection``,
@@ -145,6 +146,7 @@ def evaluate_outcomes(
     records: list[dict[str, Any]] = []
     chosen: list[Candidate | None] = []
     new: set[str] = set()
+    left = budgeted.remaining
     for outcome in outcomes:
         record = outcome.to_dict() | {"candidate": None, "changes": {}, "evaluated": False}
         candidate = None
@@ -156,9 +158,10 @@ def evaluate_outcomes(
             key = mapped.content_hash()
             if mapped in budgeted or key in new:
                 candidate = mapped
-            elif len(new) == budgeted.remaining:
+            elif budgeted.cost(mapped) > left:
                 record["note"] = "not evaluated: the budget is spent"
             else:
+                left -= budgeted.cost(mapped)
                 new.add(key)
                 candidate = mapped
         records.append(record)
