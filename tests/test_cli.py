@@ -39,7 +39,8 @@ def test_teacher_json_then_cache(toy_task: str, tiny_bert_dir: Path) -> None:
     first = runner.invoke(app, arguments)
     assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout)
-    assert summary["from_cache"] is False and set(summary["scores"]) == {"validation", "test", "ood/echo"}
+    assert summary["from_cache"] is False
+    assert set(summary["scores"]) == {"validation", "test", "ood-dev/echo", "ood/echo"}
     second = json.loads(runner.invoke(app, arguments).stdout)
     assert second["from_cache"] is True and second["path"] == summary["path"]
 
@@ -49,7 +50,7 @@ def test_teacher_table_output(toy_task: str, tiny_bert_dir: Path) -> None:
         app, ["teacher", "--task", toy_task, "--base", str(tiny_bert_dir), "--max-length", "16", "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
-    assert "ood/echo" in result.output and "majority baseline" in result.output
+    assert "ood/echo" in result.output and "ood-dev/echo" in result.output and "majority baseline" in result.output
 
 
 def test_bad_device_is_a_clear_error(toy_task: str, tiny_bert_dir: Path) -> None:

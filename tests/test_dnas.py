@@ -47,7 +47,8 @@ TOY_SHAPE = TeacherShape(num_hidden_layers=4, hidden_size=32, num_attention_head
 
 
 class Recording:
-    """A stand-in evaluator (no teacher): every candidate scores 0.8 against a 0.9 teacher; ``seen`` lists them."""
+    """A stand-in evaluator (no teacher): every candidate scores 0.8 validation accuracy against a 0.9 teacher (test
+    accuracy differs, so a reward that read it would not be 0.8 / 0.9); ``seen`` lists them."""
 
     task, teacher_key, fidelity = "toy", "toy-teacher", "tiny"
 
@@ -56,7 +57,14 @@ class Recording:
 
     def evaluate(self, candidate: Candidate) -> EvalResult:
         self.seen.append(candidate)
-        return EvalResult(candidate=candidate, status="ok", accuracy=0.8, teacher_accuracy=0.9)
+        return EvalResult(
+            candidate=candidate,
+            status="ok",
+            validation_accuracy=0.8,
+            teacher_validation_accuracy=0.9,
+            accuracy=0.5,
+            teacher_accuracy=0.95,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +296,33 @@ def test_completed_trials_are_evaluated_in_order_until_the_budget_is_spent(tmp_p
     assert records[0]["reward"] == pytest.approx(0.8 / 0.9) and records[2]["error"] == "boom"
     with pytest.raises(ValueError, match="Recording exposes none; pass teacher= to DNASAgent"):
         DNASAgent().run(budgeted, space, tmp_path)
+
+
+class Stepped(Recording):
+    """A :class:`Recording` that prices every evaluation at 60 training steps (for step budgets)."""
+
+    def evaluate(self, candidate: Candidate, fidelity: object = None) -> EvalResult:
+        return super().evaluate(candidate)
+
+    def cost_steps(self, candidate: Candidate, fidelity: object = None) -> int:
+        return 60
+
+
+def test_a_step_budget_evaluates_the_trials_it_can_pay_for() -> None:
+    space = SearchSpace(TOY_SHAPE, {"num_layers": [1, 2, 4], "ffn_size": [16, 64]}, {"hidden_size": 32, "num_heads": 4})
+    small = StudentSpec(num_layers=1, hidden_size=32, num_heads=4, ffn_size=16)
+    large = StudentSpec(num_layers=4, hidden_size=32, num_heads=4, ffn_size=64)
+    outcomes = [
+        TrialOutcome(0.0, 0, "completed", small, {}),
+        TrialOutcome(1.0, 0, "completed", large, {}),  # 60 more steps do not fit in the 40 left
+        TrialOutcome(2.0, 0, "completed", small, {}),  # a repeat: free
+    ]
+    stepped = Stepped()
+    budgeted = BudgetedEvaluator(stepped, budget=100, unit="steps")
+    records = evaluate_outcomes(budgeted, space, outcomes)
+    assert [record["evaluated"] for record in records] == [True, False, True]
+    assert records[1]["note"] == "not evaluated: the budget is spent"
+    assert len(stepped.seen) == 1 and budgeted.spent == 60 and budgeted.remaining == 40
 
 
 def test_the_dnas_agent_is_registered() -> None:

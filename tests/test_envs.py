@@ -69,8 +69,12 @@ def test_masked_episode_ends_with_the_table_result(table: TableEvaluator) -> Non
     assert reward == pytest.approx(REWARD(expected)) and info["status"] == expected.status
     assert json.loads(info["provenance"]) == expected.provenance
     if expected.status == "ok":
-        assert info["accuracy"] == expected.accuracy and info["latency_ms/1x64"] == expected.latency[0].median_ms
-        assert info["objectives"].shape == (4,)
+        assert info["validation_accuracy"] == expected.validation_accuracy
+        assert info["latency_ms/1x64"] == expected.latency[0].median_ms
+        assert info["ood_dev_accuracy/echo"] == expected.ood_dev_accuracy["echo"]
+        assert info["objectives"].shape == (4,) and info["objectives"][0] == expected.validation_accuracy
+        # the info is the blinded result: nothing measured on the test split or the OOD test halves reaches the agent
+        assert info["accuracy"] is None and info["retention"] is None and "ood_accuracy/echo" not in info
     assert "step 7/7" in env.render()
 
 

@@ -90,7 +90,8 @@ def test_stored_candidates_cost_no_training(toy: tuple[Teacher, TaskData], tmp_p
     result = evaluator.evaluate(candidate)
     assert result.status == "ok", result.error
     assert result.candidate.kd.max_steps == 6 and result.provenance["distillation"]["steps"] == 6
-    assert result.provenance["fidelity"] == {"name": "tiny", "max_steps": 6, "epochs": None}
+    assert result.provenance["fidelity"] == {"name": "tiny", "max_steps": 6, "epochs": None, "stop_after": None}
+    assert result.train_steps == 6 and [point.step for point in result.learning_curve] == [6]
     assert (evaluator.distillations, evaluator.reused) == (1, 0)
     key = evaluation_key(result.candidate, evaluator.task, evaluator.teacher_key, "tiny")
     assert evaluator.key(candidate) == key and store[key] == result

@@ -54,6 +54,8 @@ def result(
     params: int | None = 1_000_000,
     ood: dict[str, float] | None = None,
 ) -> EvalResult:
+    """A result whose selection metrics are ``accuracy`` (validation) and ``ood`` (OOD dev halves); its test metrics
+    are 0.1 lower (teacher: 0.95 test, 0.85 OOD test), so an objective reading the wrong split is caught."""
     candidate = Candidate(
         spec=StudentSpec(num_layers=layers, hidden_size=32, num_heads=4, ffn_size=64), kd=KDConfig(seed=seed)
     )
@@ -62,10 +64,14 @@ def result(
     return EvalResult(
         candidate=candidate,
         status="ok",
-        accuracy=accuracy,
-        teacher_accuracy=0.9,
-        ood_accuracy=ood or {},
-        teacher_ood_accuracy={name: 0.8 for name in ood or {}},
+        validation_accuracy=accuracy,
+        teacher_validation_accuracy=0.9,
+        ood_dev_accuracy=ood or {},
+        teacher_ood_dev_accuracy={name: 0.8 for name in ood or {}},
+        accuracy=None if accuracy is None else accuracy - 0.1,
+        teacher_accuracy=0.95,
+        ood_accuracy={name: value - 0.1 for name, value in (ood or {}).items()},
+        teacher_ood_accuracy={name: 0.85 for name in ood or {}},
         latency=[] if ms is None else [latency(1, 64, ms), latency(32, 128, 4 * ms)],
         params_total=params,
         size_bytes=None if params is None else 4 * params,
@@ -177,18 +183,24 @@ def test_objective_registry_and_directions() -> None:
     assert {name: o.direction for name, o in OBJECTIVES.items()} == {
         "accuracy": "up",
         "ood_accuracy": "up",
+        "test_accuracy": "up",
+        "ood_test_accuracy": "up",
         "latency": "down",
         "speedup": "up",
         "params": "down",
         "size": "down",
     }
+    assert "validation" in get_objective("accuracy").label and "dev" in get_objective("ood_accuracy").label
+    assert "post hoc" in get_objective("test_accuracy").label
     assert get_objective("latency@32x128").point == (32, 128)
     assert get_objective("latency@1x64").name == "latency"
 
 
 def test_unknown_objective_lists_the_known_ones() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown objective 'speed'.*accuracy, ood_accuracy, latency, speedup, params, size"
+        ValueError,
+        match=r"unknown objective 'speed'.*accuracy, ood_accuracy, test_accuracy, ood_test_accuracy, latency, "
+        "speedup, params, size",
     ):
         get_objective("speed")
     with pytest.raises(ValueError, match="unknown objective 'latency@0x64'"):
@@ -207,6 +219,11 @@ def test_objective_matrix_is_minimisation_form() -> None:
     results = [result(0.8, 2.0, params=5, ood={"a": 0.6, "b": 0.7})]
     matrix = objective_matrix(results, ["accuracy", "latency", "ood_accuracy", "params", "size", "latency@32x128"])
     assert matrix.shape == (1, 6) and matrix[0].tolist() == pytest.approx([-0.8, 2.0, -0.65, 5.0, 20.0, 8.0])
+    # the selection objectives read validation and OOD dev; the post-hoc ones the test split and OOD test halves
+    assert objective_matrix(results, ["test_accuracy", "ood_test_accuracy"])[0].tolist() == pytest.approx([-0.7, -0.55])
+    blinded = [r.blinded() for r in results]
+    assert objective_matrix(blinded, ["accuracy", "ood_accuracy"])[0].tolist() == pytest.approx([-0.8, -0.65])
+    assert objective_matrix(blinded, ["test_accuracy"]).shape == (0, 1)
 
 
 def test_only_ok_results_with_every_objective_take_part() -> None:
@@ -282,6 +299,8 @@ def test_teacher_value() -> None:
     results = [result(None, None, status="failed"), result(0.8, 2.0, ood={"a": 0.5, "b": 0.6})]
     assert teacher_value(results, "accuracy") == 0.9
     assert teacher_value(results, "ood_accuracy") == pytest.approx(0.8)
+    assert teacher_value(results, "test_accuracy") == 0.95
+    assert teacher_value(results, "ood_test_accuracy") == pytest.approx(0.85)
     assert teacher_value(results, "latency@32x128") == 32 * TEACHER_MS
     assert teacher_value(results, "params") is None
     assert teacher_value(results, "speedup") == 1.0 and teacher_value(results[:1], "speedup") is None
@@ -369,11 +388,23 @@ def test_frontier_table_has_every_metric_sorted_by_the_first_objective() -> None
     assert table["candidate_hash"].tolist() == [r.candidate.content_hash() for r in results[:2]]
     assert table["candidate"].tolist() == [results[0].candidate.summary()] * 2
     assert list(table.columns[:4]) == ["candidate", "candidate_hash", "latency", "accuracy"]
-    for column in ("retention", "params_total", "size_bytes", "latency_ms/32x128", "speedup/1x64", "ood_accuracy/a"):
+    for column in (
+        "retention",
+        "validation_retention",
+        "params_total",
+        "size_bytes",
+        "latency_ms/32x128",
+        "speedup/1x64",
+        "ood_accuracy/a",
+        "ood_dev_accuracy/a",
+    ):
         assert column in table.columns
     assert "status" not in table.columns and "error" not in table.columns
     assert table["latency"].tolist() == [1.0, 5.0]
-    assert frontier_table(results, ["accuracy", "latency"])["accuracy"].tolist() == [0.9, 0.6]
+    ranked = frontier_table(results, ["accuracy", "latency"])
+    # ranked and shown by validation accuracy, with the test accuracy beside it under its own name
+    assert ranked["accuracy"].tolist() == [0.9, 0.6]
+    assert ranked["test_accuracy"].tolist() == pytest.approx([0.8, 0.5])
 
 
 def test_frontier_table_keeps_duplicates_and_handles_nothing_usable() -> None:

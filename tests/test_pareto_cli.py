@@ -17,6 +17,7 @@ TEACHER_MS = 10.0
 
 
 def result(accuracy: float | None, ms: float | None, seed: int, layers: int = 2) -> EvalResult:
+    """``accuracy`` is the validation accuracy (what the frontier ranks by); the test accuracy is 0.1 lower."""
     candidate = Candidate(
         spec=StudentSpec(num_layers=layers, hidden_size=32, num_heads=4, ffn_size=64), kd=KDConfig(seed=seed)
     )
@@ -35,8 +36,10 @@ def result(accuracy: float | None, ms: float | None, seed: int, layers: int = 2)
     return EvalResult(
         candidate=candidate,
         status="ok",
-        accuracy=accuracy,
-        teacher_accuracy=0.9,
+        validation_accuracy=accuracy,
+        teacher_validation_accuracy=0.9,
+        accuracy=accuracy - 0.1,
+        teacher_accuracy=0.95,
         latency=[point],
         params_total=1_000 * layers,
         size_bytes=4_000 * layers,
@@ -81,7 +84,7 @@ def test_table_output_and_plots(cli: typer.Typer, runs: tuple[Path, Path]) -> No
     assert "L2 H32 A4 F64" in outcome.output  # the candidate summary, wrapped in its column
     assert RUN_A[1].candidate.content_hash() in outcome.output
     assert RUN_A[3].candidate.content_hash() not in outcome.output  # dominated
-    for metric in ("retention", "speedup/1x64", "params_total", "size_bytes"):
+    for metric in ("validation_retention", "test_accuracy", "retention", "speedup/1x64", "params_total", "size_bytes"):
         assert metric in outcome.output
     assert "hypervolume 2.7" in outcome.output
     assert "4 evaluation(s) (1 failed, 3 ok), 3 usable" in outcome.output
@@ -108,6 +111,7 @@ def test_json_compare_two_runs(cli: typer.Typer, runs: tuple[Path, Path]) -> Non
         RUN_A[0].candidate.content_hash(),
     ]
     assert first["frontier"][0]["accuracy"] == 0.6 and first["frontier"][0]["latency"] == 8.0
+    assert first["frontier"][0]["test_accuracy"] == pytest.approx(0.5)  # reported beside, not ranked on
     assert second["run"] == "run_b" and second["hypervolume"] == pytest.approx(4.5)
     assert Path(report["plots"]["frontier"]) == run_a / FRONTIER_PNG
     assert (run_a / HYPERVOLUME_PNG).is_file()
@@ -123,6 +127,11 @@ def test_reference_and_objectives_options(cli: typer.Typer, runs: tuple[Path, Pa
     report = json.loads(three.stdout)
     assert report["reference"]["params"] == 2_200.0
     assert report["runs"][0]["frontier"][0]["params"] == 2_000
+    post_hoc = runner.invoke(cli, [str(run_a), "--json", "--objectives", "test_accuracy,latency"])
+    assert post_hoc.exit_code == 0, post_hoc.output
+    report = json.loads(post_hoc.stdout)
+    assert report["teacher"] == {"test_accuracy": 0.95, "latency": TEACHER_MS}
+    assert report["runs"][0]["hypervolume"] == pytest.approx(2.2)  # the test accuracies, 0.1 below validation
 
 
 def test_an_empty_store_is_an_empty_frontier(cli: typer.Typer, tmp_path: Path) -> None:

@@ -37,13 +37,19 @@ def point(batch: int, seq_len: int, median_ms: float, teacher_ms: float) -> Late
 
 
 def ok_result(accuracy: float = 0.8, latency_ms: float = 2.0, ood: float = 0.6) -> EvalResult:
+    """A result whose selection metrics (validation, OOD dev) are ``accuracy`` and ``ood``; its test metrics differ
+    on purpose, so a reward or objective that read them would score differently."""
     return EvalResult(
         candidate=CANDIDATE,
         status="ok",
-        accuracy=accuracy,
-        teacher_accuracy=0.9,
-        ood_accuracy={"a": ood},
-        teacher_ood_accuracy={"a": 0.75},
+        validation_accuracy=accuracy,
+        teacher_validation_accuracy=0.9,
+        ood_dev_accuracy={"a": ood},
+        teacher_ood_dev_accuracy={"a": 0.75},
+        accuracy=0.5,
+        teacher_accuracy=0.95,
+        ood_accuracy={"a": 0.3},
+        teacher_ood_accuracy={"a": 0.9},
         latency=[point(1, 64, latency_ms, 8.0)],
         params_total=1000,
     )
@@ -57,6 +63,7 @@ def test_weighted_reward_combines_retentions_and_log_speedup() -> None:
     plain = WeightedReward()
     assert plain(ok_result()) == pytest.approx(0.8 / 0.9) and plain.deterministic and not plain.platform_dependent
     assert plain.range == (-1.0, 2.0) and plain.penalty == -1.0
+    assert reward(ok_result().blinded()) == reward(ok_result())  # test fields are never read
 
 
 def test_mnasnet_reward_scales_accuracy_by_latency() -> None:
@@ -87,18 +94,28 @@ def test_missing_metrics_raise_naming_them() -> None:
     with pytest.raises(ValueError, match=r"needs the latency at \(batch, seq_len\)=\(1, 64\).*\[\(32, 128\)\]"):
         MnasNetReward(target_latency_ms=4.0)(no_latency)
     assert MnasNetReward(target_latency_ms=4.0, point=(32, 128))(no_latency) > 0
-    with pytest.raises(ValueError, match="needs ood_retention"):
-        WeightedReward(w_ood=1.0)(ok_result().model_copy(update={"ood_accuracy": {}}))
+    with pytest.raises(ValueError, match="needs ood_dev_retention"):
+        WeightedReward(w_ood=1.0)(ok_result().model_copy(update={"ood_dev_accuracy": {}}))
+    with pytest.raises(ValueError, match="needs validation_retention"):
+        WeightedReward()(ok_result().model_copy(update={"teacher_validation_accuracy": None}))
+    with pytest.raises(ValueError, match="needs validation_accuracy"):
+        ConstrainedReward(latency_budget_ms=3.0)(ok_result().model_copy(update={"validation_accuracy": None}))
 
 
 def test_objectives_and_metrics() -> None:
     result = ok_result()
-    assert OBJECTIVES == ("accuracy", "ood_accuracy", "neg_latency_ms", "neg_params")
+    assert OBJECTIVES == ("validation_accuracy", "ood_dev_accuracy", "neg_latency_ms", "neg_params")
     np.testing.assert_allclose(objectives(result), [0.8, 0.6, -2.0, -1000.0])
+    np.testing.assert_array_equal(objectives(result.blinded()), objectives(result))
     assert np.isnan(objectives(result, point=(32, 128))[2])
     metrics = result_metrics(result)
-    assert metrics["retention"] == pytest.approx(0.8 / 0.9) and metrics["speedup/1x64"] == 4.0
-    assert metrics["ood_accuracy/a"] == 0.6 and metrics["status"] == "ok" and metrics["flops"] is None
+    assert metrics["validation_retention"] == pytest.approx(0.8 / 0.9) and metrics["speedup/1x64"] == 4.0
+    assert metrics["ood_dev_accuracy/a"] == 0.6 and metrics["ood_dev_retention"] == pytest.approx(0.6 / 0.75)
+    assert metrics["retention"] == pytest.approx(0.5 / 0.95) and metrics["ood_accuracy/a"] == 0.3
+    assert metrics["status"] == "ok" and metrics["flops"] is None
+    blind = result_metrics(result.blinded())
+    assert blind["accuracy"] is None and blind["retention"] is None and "ood_accuracy/a" not in blind
+    assert blind["validation_retention"] == metrics["validation_retention"]
 
 
 def test_registry_builds_by_name_with_clear_errors() -> None:
@@ -147,10 +164,10 @@ def test_declared_ranges_hold_on_random_results(
     result = EvalResult(
         candidate=CANDIDATE,
         status=status,
-        accuracy=accuracy,
-        teacher_accuracy=teacher,
-        ood_accuracy={"a": ood},
-        teacher_ood_accuracy={"a": teacher},
+        validation_accuracy=accuracy,
+        teacher_validation_accuracy=teacher,
+        ood_dev_accuracy={"a": ood},
+        teacher_ood_dev_accuracy={"a": teacher},
         latency=[point(1, 64, latency, teacher_ms)],
     )
     low, high = reward.range

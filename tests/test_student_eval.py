@@ -39,6 +39,10 @@ def test_fp32_student_gets_every_metric(evaluator: StudentEvaluator) -> None:
     assert result.status == "ok", result.error
     assert 0 <= result.accuracy <= 1 and 0 <= result.validation_accuracy <= 1
     assert set(result.ood_accuracy) == {"echo"} == set(result.teacher_ood_accuracy)
+    # selection metrics beside the test ones: validation and the OOD dev half, for the student and the teacher
+    assert set(result.ood_dev_accuracy) == {"echo"} == set(result.teacher_ood_dev_accuracy)
+    assert 0 <= result.teacher_validation_accuracy <= 1 and result.validation_retention is not None
+    assert result.train_steps == 12 and [point.step for point in result.learning_curve] == [12]
     assert [(p.batch, p.seq_len) for p in result.latency] == [(1, 16), (4, 16)]
     assert all(p.speedup > 0 and p.theoretical_speedup > 1 for p in result.latency)
     assert result.params_total > result.params_non_embedding > 0

@@ -101,7 +101,14 @@ def test_surrogate_beats_a_constant_predictor_on_held_out_rows() -> None:
     surrogate = SurrogateEvaluator(TOY_TASK, TOY_TEACHER_KEY)
     error = surrogate.holdout_error(rows, fraction=0.25, seed=0)
     assert error.n_test == round(0.25 * sum(row.status == "ok" for row in rows))
-    assert set(error.mae) >= {"accuracy", "ood_accuracy/echo", "log_latency_ms/1x64", "log_params_total"}
+    assert set(error.mae) >= {
+        "accuracy",
+        "validation_accuracy",
+        "ood_accuracy/echo",
+        "ood_dev_accuracy/echo",
+        "log_latency_ms/1x64",
+        "log_params_total",
+    }
     for name, mae in error.mae.items():
         assert math.isfinite(mae) and mae < error.baseline_mae[name], name
     assert error.mae["accuracy"] < 0.02
@@ -114,6 +121,9 @@ def test_surrogate_results_are_labelled_predictions() -> None:
     assert result.provenance["surrogate"]["model"] == "ridge" and result.provenance["surrogate"]["rows"] > 0
     assert 0.0 <= result.accuracy <= 1.0 and set(result.ood_accuracy) == {"echo"}
     assert result.speedup(1, 64) > 1.0 and result.params_total > 0 and result.retention is not None
+    # what rewards read: validation and OOD-dev predictions with the teacher's values on the same sets
+    assert 0.0 <= result.validation_accuracy <= 1.0 and set(result.ood_dev_accuracy) == {"echo"}
+    assert result.validation_retention is not None and result.ood_dev_retention is not None
     point = result.latency[0]
     assert point.p10_ms <= point.median_ms <= point.p90_ms
 

@@ -24,10 +24,16 @@ def test_registry_has_embedded_and_hub_tasks() -> None:
 def test_toy_task_has_splits_ood_and_class_labels(toy_task: str) -> None:
     task = load_task(toy_task, progress=False)
     assert set(task.splits) == {"train", "validation", "test"}
-    assert set(task.ood) == {"echo"}
+    assert set(task.ood) == set(task.ood_dev) == {"echo"}
     assert task.splits["train"].features["label"].names == ["negative", "positive"]
     assert task.num_labels == 2
-    assert set(task.evaluation_sets()) == {"validation", "test", "ood/echo"}
+    assert set(task.evaluation_sets()) == {"validation", "test", "ood-dev/echo", "ood/echo"}
+    # the OOD set is split into a dev half (selection) and a test half (reporting): disjoint, together the whole set
+    dev, test = task.ood_dev["echo"]["text"], task.ood["echo"]["text"]
+    assert dev and test and not set(dev) & set(test)
+    _, whole, _ = TASKS[toy_task].build(None, False)
+    assert sorted([*dev, *test]) == sorted(whole["echo"]["text"])
+    assert set(task.ood_dev_fingerprints) == {"echo"} and task.ood_dev_fingerprints != task.ood_fingerprints
 
 
 def test_fingerprint_is_stable_and_tracks_content(toy_task: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,10 +50,12 @@ def test_fingerprint_is_stable_and_tracks_content(toy_task: str, monkeypatch: py
     changed = load_task(toy_task, progress=False)
     assert changed.fingerprint != first.fingerprint
     assert changed.ood_fingerprints == first.ood_fingerprints
+    assert changed.ood_dev_fingerprints == first.ood_dev_fingerprints
 
 
 def test_ood_limit_caps_and_validates(toy_task: str) -> None:
-    assert len(load_task(toy_task, ood_limit=3, progress=False).ood["echo"]) == 3
+    capped = load_task(toy_task, ood_limit=3, progress=False)
+    assert len(capped.ood["echo"]) + len(capped.ood_dev["echo"]) == 3  # capped first, then split into halves
     with pytest.raises(ValueError, match="ood_limit"):
         load_task(toy_task, ood_limit=0)
 
@@ -93,7 +101,11 @@ def test_glue_sst2_builds_from_local_data(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(task.splits["test"]) == 50
     assert len(task.splits["train"]) + len(task.splits["validation"]) == 400
     assert not set(task.splits["train"]["text"]) & set(task.splits["validation"]["text"])
-    assert {name: len(data) for name, data in task.ood.items()} == {"imdb": 500, "yelp-polarity": 100}
+    sizes = {name: len(task.ood[name]) + len(task.ood_dev[name]) for name in task.ood}
+    assert sizes == {"imdb": 500, "yelp-polarity": 100} and set(task.ood_dev) == set(task.ood)
+    for name in task.ood:  # content-hash halves: each about half the set, no text in both
+        assert 0.3 < len(task.ood_dev[name]) / sizes[name] < 0.7
+        assert not set(task.ood[name]["text"]) & set(task.ood_dev[name]["text"])
     assert ("nyu-mll/glue", "sst2", "train") in calls
 
 

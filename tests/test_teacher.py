@@ -22,7 +22,10 @@ def test_teacher_trains_saves_and_loads_with_stock_transformers(toy_task: str, t
     teacher = get_teacher(toy_task, RECIPE, base_dir=tiny_bert_dir, device="cpu", progress=False)
     assert not teacher.from_cache
     scores = teacher.metrics["scores"]
-    assert set(scores) == {"validation", "test", "ood/echo"}
+    assert set(scores) == {"validation", "test", "ood-dev/echo", "ood/echo"}
+    task = load_task(toy_task, progress=False)
+    assert scores["ood-dev/echo"]["examples"] == len(task.ood_dev["echo"])
+    assert scores["ood/echo"]["examples"] == len(task.ood["echo"])
     assert all(0.0 <= s["accuracy"] <= 1.0 and 0.0 <= s["majority_accuracy"] <= 1.0 for s in scores.values())
     assert len(teacher.metrics["validation_accuracy_per_epoch"]) == 2
     model = AutoModelForSequenceClassification.from_pretrained(teacher.path)
@@ -93,8 +96,9 @@ def test_new_ood_set_is_scored_on_a_cached_teacher(
 
     monkeypatch.setitem(TASKS, toy_task, dataclasses.replace(TASKS[toy_task], build=with_extra_ood))
     second = get_teacher(toy_task, RECIPE, base_dir=tiny_bert_dir, device="cpu", progress=False)
-    assert second.from_cache and "ood/again" in second.metrics["scores"]
-    assert json.loads((first.path / MANIFEST).read_text())["metrics"]["scores"].keys() >= {"ood/again"}
+    assert second.from_cache and {"ood-dev/again", "ood/again"} <= second.metrics["scores"].keys()
+    stored = json.loads((first.path / MANIFEST).read_text())["metrics"]["scores"]
+    assert stored.keys() >= {"ood-dev/again", "ood/again"}
 
 
 def test_base_without_safetensors_is_rejected(toy_task: str, tmp_path: Path) -> None:

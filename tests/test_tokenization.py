@@ -15,12 +15,12 @@ def test_tokenized_sets_are_cached_and_reused(
     task = load_task(toy_task, progress=False)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     first = tokenize_task(task, tokenizer, 16, progress=False)
-    assert set(first) == {"train", "validation", "test", "ood/echo"}
+    assert set(first) == {"train", "validation", "test", "ood-dev/echo", "ood/echo"}
     assert first["train"].format["type"] == "torch"
     assert set(first["train"].column_names) == {"input_ids", "attention_mask", "token_type_ids", "label"}
     assert max(len(ids) for ids in first["train"]["input_ids"]) <= 16
     cached = sorted(p.name for p in cache_dir("tokenized").iterdir() if not p.name.startswith("."))
-    assert len(cached) == 4
+    assert len(cached) == 5
 
     def refuse(*args, **kwargs):
         raise AssertionError("a cached set was tokenized again")
@@ -28,6 +28,7 @@ def test_tokenized_sets_are_cached_and_reused(
     monkeypatch.setattr(tokenization.datasets.Dataset, "map", refuse)
     second = tokenize_task(task, tokenizer, 16, progress=False)
     assert second["test"]["input_ids"][0].tolist() == first["test"]["input_ids"][0].tolist()
+    assert second["ood-dev/echo"]["input_ids"][0].tolist() == first["ood-dev/echo"]["input_ids"][0].tolist()
 
 
 def test_cache_key_depends_on_max_length_and_tokenizer(toy_task: str, tiny_bert_dir: Path) -> None:
@@ -35,7 +36,7 @@ def test_cache_key_depends_on_max_length_and_tokenizer(toy_task: str, tiny_bert_
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     tokenize_task(task, tokenizer, 16, progress=False)
     tokenize_task(task, tokenizer, 32, progress=False)
-    assert len([p for p in cache_dir("tokenized").iterdir() if not p.name.startswith(".")]) == 8
+    assert len([p for p in cache_dir("tokenized").iterdir() if not p.name.startswith(".")]) == 10
     other = AutoTokenizer.from_pretrained(tiny_bert_dir)
     other.add_tokens(["zzzz"])
     assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tokenizer)
