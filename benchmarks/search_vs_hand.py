@@ -12,7 +12,7 @@ Resumable: each agent's ledger and state live in ``results/search_vs_hand/<agent
 ``results/search_vs_hand/final.jsonl``; commit them, and a rerun continues where the last one stopped (a finished
 agent costs nothing).
 
-    .venv/bin/python -m benchmarks.search_vs_hand [--agents random ppo hyperband mo-asha] [--step-budget 12000]
+    .venv/bin/python -m benchmarks.search_vs_hand [--agents random ppo hyperband mo-asha] [--step-budget 6400]
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ AGENT_OPTIONS: dict[str, dict[str, object]] = {
     "random": {},
     "ppo": {"candidates_per_rollout": 4, "minibatches": 2, "n_epochs": 10},
     "evolution": {"population_size": 4, "sample_size": 2},
-    "successive-halving": {"min_steps": 60, "eta": 3},
-    "hyperband": {"min_steps": 60, "eta": 3},
-    "mo-asha": {"min_steps": 60, "eta": 3},
+    "successive-halving": {"min_steps": 40, "eta": 3},
+    "hyperband": {"min_steps": 40, "eta": 3},
+    "mo-asha": {"min_steps": 40, "eta": 3},
 }
 
 
@@ -128,8 +128,8 @@ def report_row(label: str, result: EvalResult, budgeted: BudgetedEvaluator | Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", nargs="+", default=["random", "ppo", "hyperband", "mo-asha"])
-    parser.add_argument("--step-budget", type=int, default=12000)
-    parser.add_argument("--full-steps", type=int, default=960)
+    parser.add_argument("--step-budget", type=int, default=6400)
+    parser.add_argument("--full-steps", type=int, default=640)
     parser.add_argument("--min-speedup", type=float, default=5.0)
     args = parser.parse_args()
     teacher_eval = default_evaluator(progress=False)

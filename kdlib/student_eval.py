@@ -50,7 +50,11 @@ DEFAULT_LATENCY = LatencyProtocol(points=((1, 64), (32, 128)), warmup=3, repeats
 
 
 class StudentEvaluator:
-    """Evaluates candidates against one teacher on one task, reusing everything that does not depend on them."""
+    """Evaluates candidates against one teacher on one task, reusing everything that does not depend on them.
+
+    Latency depends on the architecture alone (the spec: sizes, weight bits, vocabulary), never on the training, so it
+    is measured once per spec and device and reused: the rungs and recipes of one architecture share it.
+    """
 
     def __init__(
         self,
@@ -77,6 +81,7 @@ class StudentEvaluator:
         self._sets: dict[int, dict] = {}
         self._teacher_scores: dict[int, dict[str, float]] = {}
         self._teacher_latency: dict[str, dict[tuple[int, int], LatencyStats]] = {}
+        self._student_latency: dict[tuple[str, str], list[LatencyPoint]] = {}
 
     def tokenized(self, max_length: int) -> dict:
         """The task's tokenized sets at ``max_length`` (cached on disk and in memory)."""
@@ -196,7 +201,11 @@ class StudentEvaluator:
         deployed = quantize_int8_dynamic(student) if spec.weight_bits == 8 else student
         scoring_device = torch.device("cpu") if spec.weight_bits == 8 else self.device
         scores = self._scores(deployed, sets, input_id_map, scoring_device)
-        latency = self._latency(deployed, torch.device("cpu") if spec.weight_bits == 8 else self.latency_device)
+        latency_device = torch.device("cpu") if spec.weight_bits == 8 else self.latency_device
+        latency_key = (spec.content_hash(), str(latency_device))
+        if latency_key not in self._student_latency:
+            self._student_latency[latency_key] = self._latency(deployed, latency_device)
+        latency = self._student_latency[latency_key]
         size, path = self._size_and_export(student, student_tokenizer, spec.weight_bits, candidate, outcome, out_dir)
         counts = count_parameters(student)
         peak_point = self.latency_protocol.points[-1]
