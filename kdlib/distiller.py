@@ -9,14 +9,18 @@ Stages, in order (each its own AdamW with a linear warm-up over ``WARMUP_SHARE``
    then ``progressive-layer-<l>``): block ``l`` trains only the module producing ``hidden_states[l]`` (the
    embeddings, or encoder layer ``l - 1``) and its projection, everything else frozen (MobileBERT).
 3. ``prediction`` -- ``alpha * soft + (1 - alpha) * hard`` per example (+ ``cosine_weight`` * DistilBERT's cosine
-   loss between the last hidden states), training the whole student. Only here is validation accuracy measured.
+   loss between the last hidden states), training the whole student. With ``intermediate_share=0`` there is no
+   intermediate phase and the intermediate losses are added to this stage instead (joint training, as DistilBERT
+   trains its losses together), so the classifier learns from the first step. Only here do validated weights count
+   as the best.
 
 Budget. ``B = max_steps``, or ``ceil(epochs * ceil(len(train_set) / batch_size))`` when ``max_steps`` is None, is
 the total over all stages. The general stage takes exactly ``G = general_distillation_steps`` (``G < B``
-required); the intermediate phase takes ``floor(INTERMEDIATE_SHARE * (B - G))`` (none without intermediate
-losses), split evenly over progressive blocks (the lower blocks take the remainder; blocks left with 0 steps are
-skipped); the prediction stage takes the rest, at least one step. Early stopping can end the prediction stage
-sooner. Batches come from one seeded stream of length-grouped epochs that continues across stages.
+required); the intermediate phase takes ``floor(intermediate_share * (B - G))`` (none without intermediate
+losses; ``KDConfig.intermediate_share``, TinyBERT's two stages at the default 0.5), split evenly over progressive
+blocks (the lower blocks take the remainder; blocks left with 0 steps are skipped); the prediction stage takes the
+rest, at least one step. Early stopping can end the prediction stage sooner. Batches come from one seeded stream of
+length-grouped epochs that continues across stages.
 
 Losses (:mod:`kdlib.losses`) follow :func:`kdlib.layer_map.intermediate_layer_map`: embedding loss on pair
 ``(0, 0)`` through W_0; hidden-state and attention losses averaged over the mapped layers (so a weight means the
@@ -87,7 +91,6 @@ from kdlib.specs import KDConfig
 from kdlib.temperature import temperatures
 from kdlib.vocabulary import MappedInputs
 
-INTERMEDIATE_SHARE = 0.5
 WARMUP_SHARE = 0.1
 WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
@@ -173,12 +176,14 @@ def plan_stages(config: KDConfig, *, num_student_layers: int, train_size: int) -
             "progressive=True needs an intermediate loss: set embedding_weight, hidden_weight, attention_weight "
             "or value_relation_weight > 0"
         )
+    if config.progressive and config.intermediate_share == 0:
+        raise ValueError("progressive=True trains an intermediate phase: set intermediate_share > 0")
     if general >= total:
         raise ValueError(
             f"general_distillation_steps={general} leaves no step of the {total}-step budget for task distillation"
         )
     stages = [Stage("general", "general", general)] if general else []
-    intermediate = math.floor(INTERMEDIATE_SHARE * (total - general)) if layers else 0
+    intermediate = math.floor(config.intermediate_share * (total - general)) if layers else 0
     if config.progressive:
         share, extra = divmod(intermediate, len(layers))
         for position, layer in enumerate(layers):
@@ -211,10 +216,16 @@ class _Terms:
     def needs_hidden_states(self) -> bool:
         return self.embedding or bool(self.hidden) or self.cosine
 
+    @property
+    def features(self) -> bool:
+        """Whether any intermediate (feature) loss is computed."""
+        return self.embedding or bool(self.hidden) or bool(self.attention) or self.value_relation
+
 
 def _stage_terms(stage: Stage, config: KDConfig, num_student_layers: int) -> _Terms:
-    if stage.kind == "prediction":
-        return _Terms(prediction=True, cosine=config.cosine_weight > 0)
+    prediction = {"prediction": True, "cosine": config.cosine_weight > 0}
+    if stage.kind == "prediction" and config.intermediate_share > 0:
+        return _Terms(**prediction)
     layers = intermediate_layers(config, num_student_layers)
     if stage.layer is not None:
         layers = (stage.layer,)
@@ -224,6 +235,7 @@ def _stage_terms(stage: Stage, config: KDConfig, num_student_layers: int) -> _Te
         hidden=encoder if config.hidden_weight > 0 else (),
         attention=encoder if config.attention_weight > 0 else (),
         value_relation=num_student_layers in layers and config.value_relation_weight > 0,
+        **(prediction if stage.kind == "prediction" else {}),
     )
 
 
@@ -390,7 +402,7 @@ class _Distillation:
         return optimizer, scheduler
 
     def needs_teacher(self, terms: _Terms) -> bool:
-        if not terms.prediction:
+        if not terms.prediction or terms.features:
             return True
         return self.config.augmentation != "none" or terms.cosine or self.cached_logits is None
 

@@ -133,6 +133,8 @@ class KDConfig(_HashedModel):
     training; ``adaptive`` sets a per-example temperature from the teacher's confidence (see
     :mod:`kdlib.temperature`).
     ``general_distillation_steps`` > 0 runs that many task-agnostic (intermediate-only) steps first;
+    ``intermediate_share`` is the share of the task budget given to an intermediate-only phase before the prediction
+    stage (TinyBERT's two stages at 0.5), or 0 to add the intermediate losses to the prediction stage (joint);
     ``progressive`` distils layer by layer bottom-up (MobileBERT). ``augmentation``: ``mask`` replaces
     random tokens with ``[MASK]``, ``shuffle`` permutes word pieces within a small window, ``ngram`` samples a
     random n-gram of the text (Tang et al. 2019).
@@ -157,6 +159,7 @@ class KDConfig(_HashedModel):
     cosine_weight: NonNegativeFloat = 0.0
     layer_mapping: LayerMapping = "uniform"
     general_distillation_steps: NonNegativeInt = 0
+    intermediate_share: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.5
     progressive: bool = False
     augmentation: Literal["none", "mask", "shuffle", "ngram"] = "none"
     max_steps: PositiveInt | None = None

@@ -210,9 +210,14 @@ def search(
         if isinstance(evaluator, RayEvaluator):
             evaluator.shutdown()
         trained = getattr(evaluator, "distillations", None)
-        log.info("search stopped after %d evaluations; distillations in this process: %s", budgeted.spent, trained)
+        seconds = sum(result.train_seconds or 0.0 for result in budgeted.results())
+        spent = f"{budgeted.spent} of {budgeted.budget} {settings.budget_unit} on {len(budgeted)} evaluations"
+        log.info("search stopped: %s (%.0f s of training); distillations in this process: %s", spent, seconds, trained)
         log.removeHandler(handler)
         handler.close()
+    console.print(f"spent {spent} ({seconds:.0f} s of training)", highlight=False)
+    if budgeted.remaining and budgeted.unit == "evaluations" and len(budgeted) >= search_space.num_valid():
+        console.print(f"every valid candidate of the space was evaluated; {budgeted.remaining} left unspent")
     results = most_trained(row.result for row in store.rows(task=settings.task))
     frontier_table(results, FRONTIER_OBJECTIVES).to_csv(run_dir / FRONTIER_CSV, index=False)
     pareto(run_dir, objectives=",".join(FRONTIER_OBJECTIVES), compare=None, json_output=False, reference=None)

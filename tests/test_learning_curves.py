@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 from envs.evaluators import TableEvaluator, write_table
 from envs.fidelity import Fidelity, fidelity_steps, get_fidelity, rung, rung_ladder
 from envs.live import LiveEvaluator
+from kdlib import distiller
 from kdlib.cutting import cut_student
 from kdlib.distiller import curve_checkpoints, distill
 from kdlib.specs import KDConfig, StudentSpec
@@ -166,3 +167,29 @@ def test_students_at_the_majority_rate_are_on_no_frontier(toy_table_evaluator: T
     useful = [r.model_copy(update={"majority_validation_accuracy": 0.5}) for r in results[1:]]
     chosen = frontier([stuck, *useful], ("accuracy", "latency"))
     assert stuck not in chosen and chosen
+
+
+def test_joint_training_adds_the_intermediate_losses_to_the_prediction_stage(
+    tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = distiller.hidden_state_loss
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distiller, "hidden_state_loss", counted)
+    joint = KDConfig(max_steps=6, batch_size=16, lr=1e-3, hidden_weight=1.0, intermediate_share=0.0)
+    outcome = run(copy_of(tiny_teacher), sets, joint, curve_steps=(2, 4))
+    assert outcome.stage_steps == {"prediction": 6} and outcome.teacher_forward_batches == 6
+    assert len(calls) == 6 * 2  # every prediction step computes the hidden-state loss of both student layers
+    staged = run(copy_of(tiny_teacher), sets, joint.model_copy(update={"intermediate_share": 0.5}))
+    assert staged.stage_steps == {"intermediate": 3, "prediction": 3}
+    plain = run(copy_of(tiny_teacher), sets, joint.model_copy(update={"hidden_weight": 0.0}))
+    assert plain.stage_steps == {"prediction": 6}
+    assert [p.validation_accuracy for p in outcome.learning_curve] != [
+        p.validation_accuracy for p in plain.learning_curve
+    ] or (outcome.best_validation_accuracy is not None)
+    with pytest.raises(ValueError, match="intermediate_share > 0"):
+        run(tiny_teacher, sets, joint.model_copy(update={"progressive": True}))

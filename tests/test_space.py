@@ -37,8 +37,9 @@ def test_default_space_follows_the_teacher() -> None:
     assert space.dimensions["hidden_size"] == (96, 192, 288, 384)
     assert space.dimensions["num_heads"] == (1, 2, 3, 4, 6, 12)
     assert space.dimensions["ffn_size"] == (384, 768, 1152, 1536)
-    assert {"layer_selection", "init", "weight_bits", "alpha", "temperature", "layer_mapping"} <= set(space.names)
-    assert space.fixed == {"max_steps": 2000, "lr": 2e-4, "batch_size": 32, "max_length": 64}
+    assert {"layer_selection", "weight_bits", "alpha", "temperature", "layer_mapping"} <= set(space.names)
+    assert space.fixed == {"max_steps": 2000, "lr": 2e-4, "batch_size": 32, "max_length": 64, "intermediate_share": 0.0}
+    assert "init" not in space.names  # random init never left the majority rate at search budgets
     assert {name: getattr(KDConfig(), name) for name in ("lr", "batch_size", "max_length")} == {
         name: space.fixed[name] for name in ("lr", "batch_size", "max_length")
     }
