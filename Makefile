@@ -23,7 +23,7 @@ DEMO_RUN ?= results/runs/demo
 demo: venv
 	$(BIN)/kdsearch assets
 	$(BIN)/kdsearch teacher --task rt-polarity
-	$(BIN)/kdsearch search --task rt-polarity --agent evolution --budget 3 --fidelity low --out $(DEMO_RUN)
+	$(BIN)/kdsearch search --task rt-polarity --agent random --budget 3 --fidelity low --min-speedup 3 --out $(DEMO_RUN)
 
 test: venv
 	$(BIN)/python -m pytest

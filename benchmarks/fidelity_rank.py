@@ -10,7 +10,7 @@ breaks the final validation accuracy down by each searched choice: the evidence 
 Every finished candidate is appended to ``results/fidelity_rank.jsonl`` (one EvalResult per line) at once, and a
 rerun skips candidates already there: commit the file to keep partial results; the report is rebuilt from it.
 
-    .venv/bin/python -m benchmarks.fidelity_rank [--candidates 20] [--min-speedup 3] [--steps 640] [--seed 0]
+    .venv/bin/python -m benchmarks.fidelity_rank [--candidates 20] [--min-speedup 3] [--steps 320] [--seed 0]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ ROWS = RESULTS / "fidelity_rank.jsonl"
 REPORT = RESULTS / "fidelity_rank.md"
 MAX_LENGTH = 64
 MAJORITY_MARGIN = 0.005
+QUIET = "nothing else ran on the machine."
 
 
 def draw(space: SearchSpace, count: int, seed: int) -> list[Candidate]:
@@ -135,7 +136,7 @@ def report(results: list[EvalResult], space: SearchSpace, majority: float, args:
     return "\n\n".join(
         [
             "# Fidelity ranking: do early checkpoints rank students like their final test accuracy?",
-            f"Command: `{command_line()}` (run on a quiet machine: nothing else was running).",
+            f"Command: `{command_line()}`. Machine state: {args.context}",
             environment_line(),
             f"{len(results)} candidates drawn with seed {args.seed} from the default space under "
             f"--min-speedup {args.min_speedup} (FLOPs, 1 x 64), each distilled for its whole schedule of "
@@ -169,9 +170,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--min-speedup", type=float, default=3.0)
-    parser.add_argument("--steps", type=int, default=640)
+    parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the recorded rows")
+    parser.add_argument("--context", default=QUIET, help="how the machine was shared while the rows were recorded")
     args = parser.parse_args()
     evaluator = default_evaluator(progress=False)
     fixed = DEFAULT_FIXED | {"max_steps": args.steps, "max_length": MAX_LENGTH}

@@ -39,6 +39,7 @@ FINAL = FOLDER / "final.jsonl"
 REPORT = RESULTS / "search_vs_hand.md"
 MAX_LENGTH = 64
 POINT = (1, 64)
+QUIET = "nothing else ran on the machine."
 HAND = StudentSpec(num_layers=2, hidden_size=384, num_heads=12, ffn_size=384)
 AGENT_OPTIONS: dict[str, dict[str, object]] = {
     "random": {},
@@ -131,6 +132,10 @@ def main() -> None:
     parser.add_argument("--step-budget", type=int, default=6400)
     parser.add_argument("--full-steps", type=int, default=640)
     parser.add_argument("--min-speedup", type=float, default=5.0)
+    parser.add_argument("--context", default=QUIET, help="how the machine was shared while the rows were recorded")
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the ledgers and rows recorded so far; train nothing"
+    )
     args = parser.parse_args()
     teacher_eval = default_evaluator(progress=False)
     store = EvaluationStore(Path(os.environ.get("KDSEARCH_HOME", Path.home() / ".cache" / "kdsearch")) / "svh.sqlite")
@@ -140,19 +145,31 @@ def main() -> None:
     space = space_for(evaluator, args.full_steps, args.min_speedup)
     done = final_rows(FINAL)
     hand = Candidate(spec=HAND, kd=KDConfig(max_steps=args.full_steps, max_length=MAX_LENGTH))
-    rows = [report_row("hand cut 2L-H384-F384", retrained("hand", hand, evaluator, done), None)]
+    hand_key = f"hand:{hand.content_hash()}"
+    rows = []
+    if not args.report_only or hand_key in done:
+        rows.append(report_row("hand cut 2L-H384-F384", retrained("hand", hand, evaluator, done), None))
     for name in args.agents:
-        budgeted = run_agent(name, evaluator, space, args.step_budget)
+        if args.report_only:
+            budgeted = BudgetedEvaluator(
+                evaluator, args.step_budget, history_path=FOLDER / name / HISTORY_FILE, unit="steps"
+            )
+        else:
+            budgeted = run_agent(name, evaluator, space, args.step_budget)
         best = best_fast_student(budgeted, args.min_speedup)
-        if best is None:
-            rows.append([name, f"no frontier student at >= {args.min_speedup}x", *["-"] * 6, f"{budgeted.spent} steps"])
+        key = None if best is None else f"{name}:{full_candidate(best.candidate, args.full_steps).content_hash()}"
+        if best is None or (args.report_only and key not in done):
+            state = (
+                "no frontier student at the limit yet" if best is None else f"best so far {best.candidate.summary()}"
+            )
+            rows.append([name, f"search in progress: {state}", *["-"] * 6, f"{budgeted.spent} steps so far"])
             continue
         result = retrained(name, full_candidate(best.candidate, args.full_steps), evaluator, done)
         rows.append(report_row(name, result, budgeted))
     text = "\n\n".join(
         [
             "# Searched students against a hand cut (rt-polarity)",
-            f"Command: `{command_line()}`.",
+            f"Command: `{command_line()}`. Machine state: {args.context}",
             environment_line(),
             f"Space: the default space with every candidate's budget {args.full_steps} steps, under --min-speedup "
             f"{args.min_speedup} (FLOPs, 1 x 64); fixed fields {json.dumps(space.fixed)}. Budget per agent: "
