@@ -36,8 +36,10 @@ def test_rt_polarity_split_is_movie_disjoint_and_balanced() -> None:
     print("rt-polarity sizes", {s: len(d) for s, d in task.splits.items()}, "positive share", balance)
     assert all(0.4 < share < 0.75 for share in balance.values())
     assert len(task.splits["train"]) > 9000 and len(task.splits["test"]) > 1000
-    assert task.ood["tweets"].num_rows == 2000
-    assert set(task.ood["tweets"]["label"]) == {0, 1}
+    assert task.ood["tweets"].num_rows + task.ood_dev["tweets"].num_rows == 2000
+    assert 900 < task.ood_dev["tweets"].num_rows < 1100
+    assert not set(task.ood["tweets"]["text"]) & set(task.ood_dev["tweets"]["text"])
+    assert set(task.ood["tweets"]["label"]) == set(task.ood_dev["tweets"]["label"]) == {0, 1}
     assert load_task("rt-polarity").fingerprint == task.fingerprint
 
 
@@ -48,9 +50,10 @@ def test_fine_foods_ood_when_apt_is_available() -> None:
         assert "optional" in str(error) or "apt" in str(error)
         return
     task = load_task("rt-polarity")
-    foods = task.ood["fine-foods"]
-    assert foods.num_rows == 1000
-    assert abs(sum(foods["label"]) / foods.num_rows - 0.658) < 1e-9
+    halves = (task.ood_dev["fine-foods"], task.ood["fine-foods"])
+    assert sum(half.num_rows for half in halves) == 1000
+    positives = sum(sum(half["label"]) for half in halves)
+    assert abs(positives / 1000 - 0.658) < 1e-9
 
 
 def test_snli_and_bbc_news() -> None:
