@@ -29,7 +29,6 @@ writing the checkpoint, the repeated cycle finds its child in the ledger and spe
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from envs.space import Choices, SearchSpace
-from kdlib.atomic import write_json_atomic
 from search.agents.base import Agent, check_int
+from search.agents.checkpoint import load_state, save_state
 from search.budget import BudgetedEvaluator, Evaluation
 
 STATE_FILE = "evolution.json"
@@ -125,15 +124,10 @@ class RegularizedEvolution(Agent):
                     population.popleft()
             evaluations = len(budgeted)
             cycles += 1
-            state = {
-                "version": STATE_VERSION,
-                "cycles": cycles,
-                "stale": stale,
-                "evaluations": evaluations,
-                "population": [list(member) for member in population],
-                "rng": rng.bit_generator.state,
-            }
-            write_json_atomic(state_path, state)
+            population_lists = [list(member) for member in population]
+            save_state(
+                state_path, STATE_VERSION, budgeted, rng, cycles=cycles, stale=stale, population=population_lists
+            )
 
     def _restore(
         self,
@@ -144,14 +138,7 @@ class RegularizedEvolution(Agent):
         population: deque[Choices],
     ) -> tuple[int, int, int]:
         """Load the checkpoint into ``rng`` and ``population``; return (cycles, stale, evaluations)."""
-        state = json.loads(path.read_text(encoding="utf-8"))
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"{path}: state version {state.get('version')!r} is not {STATE_VERSION}")
-        if len(budgeted) < state["evaluations"]:
-            raise ValueError(
-                f"{path} was written after {state['evaluations']} evaluations but the ledger holds {len(budgeted)}; "
-                "resume with the BudgetedEvaluator's history_path in the same run directory"
-            )
+        state = load_state(path, STATE_VERSION, budgeted)
         rng.bit_generator.state = state["rng"]
         for member in state["population"]:
             choices = tuple(int(c) for c in member)

@@ -55,6 +55,7 @@ import numpy as np
 from envs.space import Choices, SearchSpace
 from kdlib.candidate import Candidate, EvalResult
 from search.agents.base import Agent
+from search.agents.checkpoint import load_state, save_state
 from search.agents.multifidelity import (
     DEFAULT_ETA,
     DEFAULT_MIN_STEPS,
@@ -63,9 +64,7 @@ from search.agents.multifidelity import (
     check_steps,
     entry_at,
     floor_share,
-    load_state,
     request,
-    save_state,
 )
 from search.budget import BudgetedEvaluator, Evaluation
 

@@ -39,6 +39,7 @@ import numpy as np
 from envs.space import Choices, SearchSpace
 from kdlib.candidate import Candidate
 from search.agents.base import Agent, check_int
+from search.agents.checkpoint import load_state, save_state
 from search.agents.multifidelity import (
     DEFAULT_ETA,
     DEFAULT_MIN_STEPS,
@@ -48,9 +49,7 @@ from search.agents.multifidelity import (
     check_steps,
     entry_at,
     floor_share,
-    load_state,
     request,
-    save_state,
 )
 from search.budget import BudgetedEvaluator
 
