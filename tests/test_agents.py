@@ -407,3 +407,12 @@ def test_the_registry_builds_agents_and_takes_new_ones() -> None:
             register_agent("random", Idle)
     finally:
         AGENTS.pop("idle", None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_agent_stops_cleanly_when_a_step_budget_cannot_pay_for_more(
+    table: TableEvaluator, tmp_path: Path, name: str
+) -> None:
+    budgeted = BudgetedEvaluator(table, 250, reward=REWARD, unit="steps")
+    make_agent(name, **OPTIONS.get(name, {})).run(budgeted, TOY_SPACE, tmp_path / "run", seed=0)
+    assert budgeted.spent == 200 and len(budgeted) == 2 and budgeted.remaining == 50  # each toy student: 100 steps

@@ -38,7 +38,9 @@ def toy_result(candidate: Candidate) -> EvalResult:
     spec = candidate.spec
     size = spec.num_layers * (4 * spec.hidden_size**2 + 2 * spec.hidden_size * spec.ffn_size)
     if spec.num_layers == 1 and spec.init == "random":
-        return EvalResult(candidate=candidate, status="failed", error="toy divergence")
+        return EvalResult(
+            candidate=candidate, status="failed", error="toy divergence", train_steps=candidate.kd.max_steps
+        )
     jitter = int(candidate.content_hash()[:4], 16) / 0xFFFF - 0.5
     accuracy = (
         0.85

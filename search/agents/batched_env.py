@@ -48,14 +48,17 @@ class BatchedSearchVecEnv(DummyVecEnv):
         batch: list[Candidate] = []
         blocked: set[int] = set()
         new: set[str] = set()
+        left = self.budgeted.remaining
         for index, candidate in enumerate(pending):
             if candidate is None:
                 continue
             key = candidate.content_hash()
             if candidate not in self.budgeted and key not in new:
-                if len(new) == self.budgeted.remaining:
+                price = self.budgeted.cost(candidate)
+                if price > left:
                     blocked.add(index)
                     continue
+                left -= price
                 new.add(key)
             batch.append(candidate)
         if batch:

@@ -2,7 +2,8 @@
 
 Candidates are drawn with :meth:`~envs.space.SearchSpace.sample` (each decision uniform among the choices that keep a
 valid candidate reachable) from ``numpy.random.default_rng(seed)``; a draw already evaluated in this run is skipped
-without calling the evaluator. The run ends when the budget is spent or every valid candidate was evaluated.
+without calling the evaluator. The run ends when the budget cannot pay for the next draw (with a step budget, a
+candidate may cost more than what is left) or every valid candidate was evaluated.
 
 Parallel evaluations: draws are sent in batches holding as many candidates new to the run as the evaluator runs at
 once (:attr:`~search.budget.BudgetedEvaluator.parallelism`, e.g. the Ray workers). Batching changes when candidates
@@ -47,4 +48,7 @@ class RandomSearch(Agent):
                     drawn.add(choices)
                     batch.append(space.decode(choices))
                     new += batch[-1] not in budgeted
-            budgeted.evaluate_many(batch)
+            affordable = budgeted.affordable(batch)
+            budgeted.evaluate_many(batch[:affordable])
+            if affordable < len(batch):
+                return

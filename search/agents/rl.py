@@ -22,7 +22,8 @@ Parallel evaluations: the policy acts in ``K`` copies of its environment, ``K`` 
 :class:`~search.agents.batched_env.BatchedSearchVecEnv`, which distils the ``K`` proposed candidates of one vector
 step in one batch. Each copy then takes ``ceil(candidates_per_rollout / K)`` candidates per rollout.
 
-Stopping: a callback ends training right after the step that spends the last unit of budget (SB3 then returns from
+Stopping: a callback ends training right after the step that spends the last unit of budget, or whose candidate the
+budget left cannot pay for (a step budget can stop short of zero), (SB3 then returns from
 ``learn`` normally, the vectorised environment never asks the :class:`~search.budget.BudgetedEvaluator` for more than
 it has left, and :class:`~search.budget.BudgetExhausted` is never raised inside SB3), once every valid candidate is
 evaluated, or after ``patience`` consecutive episodes that evaluated nothing new (the policy has converged onto known
@@ -118,7 +119,13 @@ class BudgetCallback(BaseCallback):
             self.logger.record("search/remaining", self.budgeted.remaining)
             if self.budgeted.best is not None:
                 self.logger.record("search/best_reward", self.budgeted.best.reward)
-        return self.budgeted.remaining > 0 and len(self.budgeted) < self.total and self.stale < self.patience
+        exhausted = any(info.get("budget_exhausted") for info in self.locals["infos"])
+        return (
+            self.budgeted.remaining > 0
+            and not exhausted
+            and len(self.budgeted) < self.total
+            and self.stale < self.patience
+        )
 
 
 class PolicySearch(Agent):
