@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 from envs.evaluators import TableEvaluator, write_table
 from envs.fidelity import Fidelity, fidelity_steps, get_fidelity, rung, rung_ladder
 from envs.live import LiveEvaluator
+from envs.space import SearchSpace, TeacherShape
 from kdlib import distiller
 from kdlib.cutting import cut_student
 from kdlib.distiller import curve_checkpoints, distill
@@ -23,6 +24,7 @@ from kdlib.task_registry import TaskData
 from kdlib.tasks import load_task
 from kdlib.teacher import Teacher
 from kdlib.tokenization import tokenize_task
+from search.agents import make_agent
 from search.budget import BudgetedEvaluator, BudgetExhausted
 from search.pareto import frontier, most_trained
 
@@ -193,3 +195,22 @@ def test_joint_training_adds_the_intermediate_losses_to_the_prediction_stage(
     ] or (outcome.best_validation_accuracy is not None)
     with pytest.raises(ValueError, match="intermediate_share > 0"):
         run(tiny_teacher, sets, joint.model_copy(update={"progressive": True}))
+
+
+def test_successive_halving_climbs_live_rungs(toy_teacher_and_task: tuple[Teacher, TaskData], tmp_path: Path) -> None:
+    teacher, task = toy_teacher_and_task
+    evaluator = LiveEvaluator(
+        task, teacher=teacher, fidelity="full", device="cpu", latency=FAST_LATENCY, progress=False
+    )
+    space = SearchSpace(
+        TeacherShape(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64),
+        {"num_layers": [1, 2, 3], "ffn_size": [32, 64]},
+        {"hidden_size": 32, "num_heads": 4, "max_steps": 30, "batch_size": 16, "max_length": 16, "lr": 1e-3},
+    )
+    budgeted = BudgetedEvaluator(evaluator, 60, unit="steps", history_path=tmp_path / "ledger.jsonl")
+    make_agent("successive-halving", min_steps=10, eta=3).run(budgeted, space, tmp_path, seed=0)
+    assert [entry.fidelity for entry in budgeted.history] == ["rung-10"] * 3 + ["rung-30"]
+    assert budgeted.spent == 60 and [entry.result.train_steps for entry in budgeted.history] == [10, 10, 10, 30]
+    low = [entry for entry in budgeted.history if entry.fidelity == "rung-10"]
+    best = max(low, key=lambda entry: (entry.reward, -entry.index))
+    assert budgeted.history[-1].candidate == best.candidate
