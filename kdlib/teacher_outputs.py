@@ -18,6 +18,9 @@ same for equal rows however they were produced (``load_from_disk``, ``select``, 
 10k rows. It also covers the maximum length: truncating differently changes the ids, hence the key, while sets
 that happen to tokenize identically rightly share logits. ``precision`` is ``bf16`` when the device autocasts
 (CUDA) and ``fp32`` otherwise, so CPU and GPU runs never read each other's slightly different logits.
+
+Integrity: each entry's safetensors metadata records the sha256 of the logits' bytes. A flipped bit, a truncated
+file or a non-finite value is never used: the entry is recomputed and rewritten, with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -43,6 +46,7 @@ from kdlib.paths import cache_dir
 
 FORMAT_VERSION = 1
 LOGITS_FILE = "logits.safetensors"
+HASH_FIELD = "sha256"
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -95,36 +99,61 @@ def teacher_logits(
     """The teacher's logits ``(len(dataset), classes)`` (float32, CPU), row-aligned with ``dataset``.
 
     Read from ``cache_dir("teacher-outputs")`` when present; otherwise computed in eval mode and written
-    atomically (a crash leaves no partial entry; concurrent callers wait on a file lock). A cached file that
-    cannot be read or has the wrong row count is recomputed with a warning. ``teacher_key`` must identify the
-    teacher's weights (:attr:`kdlib.teacher.Teacher.key`).
+    atomically (a crash leaves no partial entry; concurrent callers wait on a file lock) with the sha256 of the
+    logits' bytes in the file's metadata. A cached file that cannot be read, has the wrong row count, holds
+    non-finite values or does not match its recorded sha256 is recomputed and rewritten with a warning naming it.
+    An entry written before hashes were recorded is checked for shape and finite values, then given its hash.
+    ``teacher_key`` must identify the teacher's weights (:attr:`kdlib.teacher.Teacher.key`).
     """
     if len(dataset) == 0:
         raise ValueError("dataset is empty: there are no teacher logits to compute")
     target = cache_dir("teacher-outputs") / teacher_outputs_key(teacher_key, dataset, device)
+    metadata = {"teacher_key": teacher_key, "rows": str(len(dataset)), "precision": precision_of(device)}
     with lock_for(target):
         cached = _read_cached(target / LOGITS_FILE, len(dataset))
         if cached is not None:
-            return cached
+            logits, hashed = cached
+            if not hashed:
+                _write(target, logits, metadata)
+            return logits
         logits = _compute_logits(teacher_model, dataset, pad_id, device, batch_size, progress)
-        metadata = {"teacher_key": teacher_key, "rows": str(len(dataset)), "precision": precision_of(device)}
-        with staging_dir(target) as staging:
-            save_file({"logits": logits}, staging / LOGITS_FILE, metadata=metadata)
+        _write(target, logits, metadata)
     return logits
 
 
-def _read_cached(path: Path, rows: int) -> Tensor | None:
+def logits_sha256(logits: Tensor) -> str:
+    """Hex sha256 of a float32 CPU tensor's bytes in row-major order."""
+    return hashlib.sha256(logits.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _write(target: Path, logits: Tensor, metadata: dict[str, str]) -> None:
+    """Atomically (re)write the cache entry ``target`` with the logits and their sha256."""
+    with staging_dir(target) as staging:
+        save_file({"logits": logits}, staging / LOGITS_FILE, metadata=metadata | {HASH_FIELD: logits_sha256(logits)})
+
+
+def _read_cached(path: Path, rows: int) -> tuple[Tensor, bool] | None:
+    """The cached logits and whether they carried a (matching) hash; None, with a warning, when they are unusable."""
     if not path.is_file():
         return None
     try:
-        logits = load_file(path)["logits"]
-    except (OSError, SafetensorError, KeyError) as error:
-        warnings.warn(f"cached teacher logits {path} are unreadable ({error}); recomputing them", stacklevel=3)
-        return None
-    if logits.dim() != 2 or logits.shape[0] != rows:
-        warnings.warn(f"cached teacher logits {path} have shape {tuple(logits.shape)}; recomputing them", stacklevel=3)
-        return None
-    return logits
+        with safe_open(path, framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get(HASH_FIELD)
+            logits = handle.get_tensor("logits")
+    except (OSError, SafetensorError, KeyError, ValueError) as error:
+        return _unusable(path, f"are unreadable ({error})")
+    if logits.dtype != torch.float32 or logits.dim() != 2 or logits.shape[0] != rows:
+        return _unusable(path, f"have dtype {logits.dtype} and shape {tuple(logits.shape)}")
+    if recorded is not None and (actual := logits_sha256(logits)) != recorded:
+        return _unusable(path, f"have sha256 {actual}, but {recorded} was recorded when they were written")
+    if not torch.isfinite(logits).all():
+        return _unusable(path, "hold non-finite values")
+    return logits, recorded is not None
+
+
+def _unusable(path: Path, problem: str) -> None:
+    warnings.warn(f"cached teacher logits {path} {problem}; recomputing them", stacklevel=4)
+    return None
 
 
 @torch.inference_mode()
