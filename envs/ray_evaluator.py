@@ -4,16 +4,17 @@
 load the teacher and the task once, and spreads candidates over them. Every worker writes to the same SQLite
 :class:`~envs.store.EvaluationStore`, whose leases keep two workers from distilling the same candidate.
 
-Local Ray settings: CPUs = ``num_workers * num_cpus_per_eval`` (GPUs: none unless ``num_gpus_per_eval > 0``), no
-dashboard (or, with ``dashboard=True``, one bound to 127.0.0.1 only), worker output kept in log files rather than
-echoed (``log_to_driver=False``), and Ray's files under ``<run_dir>/ray_tmp/ray``: Ray makes its temp dir
-world-writable, so it sits in ``ray_tmp``, kept at mode 0700. A Unix socket path may not exceed 107 bytes and Ray
-puts its sockets about 66 bytes below its temp dir, so when that folder's path is longer than
-:data:`MAX_TEMP_DIR_BYTES`, Ray is given a short link to it (``/tmp/kdray-XXXXXXXX/t``, in a 0700 folder removed at
-shutdown; logged as a warning); the files still live in the run folder. Token authentication is left to Ray: since
-2.59 a new local cluster enables it (its token in ``~/.ray/auth_token``) unless ``RAY_AUTH_MODE`` says otherwise.
-That matters, as Ray's own ports listen on every interface whatever the dashboard setting; a warning is logged when
-``RAY_AUTH_MODE=disabled``.
+Local Ray settings: CPUs = ``num_workers * num_cpus_per_eval`` (GPUs: none unless ``num_gpus_per_eval > 0``), the
+node's address 127.0.0.1 (:func:`init_local_ray`: every Ray server listens on the loopback interface only, always
+for a local start; a Ray on other machines is reached by ``address``), no dashboard (or, with ``dashboard=True``,
+one bound to 127.0.0.1 only), worker output kept in log files rather than echoed (``log_to_driver=False``), and
+Ray's files under ``<run_dir>/ray_tmp/ray``: Ray makes its temp dir world-writable, so it sits in ``ray_tmp``, kept
+at mode 0700. A Unix socket path may not exceed 107 bytes and Ray puts its sockets about 66 bytes below its temp
+dir, so when that folder's path is longer than :data:`MAX_TEMP_DIR_BYTES`, Ray is given a short link to it
+(``/tmp/kdray-XXXXXXXX/t``, in a 0700 folder removed at shutdown; logged as a warning); the files still live in the
+run folder. Token authentication is left to Ray: since 2.59 a new local cluster enables it (its token in
+``~/.ray/auth_token``) unless ``RAY_AUTH_MODE`` says otherwise; it guards the loopback ports against other local
+users, and a warning is logged when ``RAY_AUTH_MODE=disabled``.
 
 One host only. WAL-mode SQLite needs every writer on one machine, and SQLite on NFS or other network file systems
 can corrupt the database or break its locks, so every worker is pinned to the driver's node (for a ``ray://``
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray._private.ray_constants as ray_constants
 import torch
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -53,6 +55,7 @@ from kdlib.latency import LatencyProtocol
 from kdlib.student_eval import DEFAULT_LATENCY
 
 MAX_TEMP_DIR_BYTES = 40
+LOOPBACK = "127.0.0.1"
 SHORT_TEMP_PARENT = "/tmp"
 POLL_SECONDS = 1.0
 
@@ -90,6 +93,26 @@ def prepare_ray_temp_dir(run_dir: Path) -> RayTempDir:
         link_dir / "t",
     )
     return RayTempDir(path, link_dir / "t", link_dir)
+
+
+def init_local_ray(**options: Any) -> None:
+    """``ray.init(**options)`` starting a local Ray whose node address is 127.0.0.1, so that its servers listen on
+    the loopback interface only (and a dashboard, if asked for, too).
+
+    On Linux, Ray replaces a loopback ``_node_ip_address`` by the machine's network address unless its cluster
+    support is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` read at import), so that switch is held off while the node
+    starts; a Ray that still chose another address is shut down and a RuntimeError raised.
+    """
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(_node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, **options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+    address = ray.util.get_node_ip_address()
+    if address != LOOPBACK:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray took the address {address}, not {LOOPBACK}; it was shut down")
 
 
 @dataclass(frozen=True)
@@ -306,11 +329,10 @@ class RayEvaluator:
             return
         prepared = prepare_ray_temp_dir(self.run_dir)
         self.temp_dir, self._link_dir = prepared.path, prepared.link_dir
-        ray.init(
+        init_local_ray(
             num_cpus=math.ceil(self.num_workers * num_cpus_per_eval),
             num_gpus=None if num_gpus_per_eval > 0 else 0,
             include_dashboard=dashboard,
-            dashboard_host="127.0.0.1",
             object_store_memory=object_store_bytes,
             _temp_dir=str(prepared.ray_dir),
             log_to_driver=False,

@@ -342,15 +342,11 @@ def test_evolution_resumes_exactly_when_the_ledger_is_ahead_of_the_checkpoint(
 def test_rl_agents_finish_the_budget_and_save_a_model_that_loads(
     table: TableEvaluator, tmp_path: Path, name: str
 ) -> None:
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3 import PPO
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from search.agents.rl import MODEL_FILE
 
     budgeted = run(name, table, 30, tmp_path)
     assert budgeted.spent == 30
-    model = (PPO if name == "ppo" else MaskablePPO).load(tmp_path / MODEL_FILE, device="cpu")
+    model = make_agent(name).model_for(budgeted, TOY_SPACE, tmp_path, seed=0)
     assert model.num_timesteps > 0 and model.gamma == 1.0 and model.gae_lambda == 1.0
     progress = (tmp_path / "logs" / "session-1" / "progress.csv").read_text(encoding="utf-8")
     assert "search/evaluations" in progress.splitlines()[0]
@@ -363,7 +359,7 @@ def test_rl_agents_finish_the_budget_and_save_a_model_that_loads(
 @pytest.mark.parametrize("name", ["ppo", "maskable-ppo"])
 def test_patience_ends_a_policy_that_only_repeats(table: TableEvaluator, tmp_path: Path, name: str) -> None:
     budgeted = run(name, table, 10, tmp_path, space=TINY_SPACE, patience=1)
-    assert 1 <= budgeted.spent < TINY_SPACE.num_valid() and (tmp_path / "model.zip").exists()
+    assert 1 <= budgeted.spent < TINY_SPACE.num_valid() and (tmp_path / "policy.json").exists()
 
 
 def test_rl_options_are_checked(tmp_path: Path, table: TableEvaluator) -> None:

@@ -349,13 +349,14 @@ def test_a_tune_sweep_traces_betas_and_restores(toy: tuple[Teacher, TaskData], t
     (experiment,) = (run_dir / DNAS_DIR).iterdir()
     summary = json.loads((experiment / SUMMARY_FILE).read_text())
     assert [trial["spec"] for trial in summary["trials"]] == [o.spec.model_dump(mode="json") for o in outcomes]
-    results = sorted(experiment.glob("*/result.json"))
+    results = sorted(experiment.glob("tune-*/*/result.json"))
     assert len(results) == 2 and [len(path.read_text().splitlines()) for path in results] == [2, 2]
     assert (run_dir / "ray_tmp").stat().st_mode & 0o777 == 0o700
 
     restored = run_dnas_tune(teacher, (0.0, 10.0), (0,), TINY_SEARCH, run_dir, **settings)
     assert [(o.spec, o.status, o.metrics) for o in restored] == [(o.spec, o.status, o.metrics) for o in outcomes]
     assert list((run_dir / DNAS_DIR).iterdir()) == [experiment]
+    assert [path.name for path in experiment.glob("tune-*")] == ["tune-1"], "no new Tune experiment"
     assert [len(path.read_text().splitlines()) for path in results] == [2, 2], "finished trials are not rerun"
     assert not ray.is_initialized()
 

@@ -16,15 +16,30 @@ from kdlib.atomic import write_json_atomic
 from search.budget import BudgetedEvaluator
 
 
-def load_state(path: Path, version: int, budgeted: BudgetedEvaluator) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` (None when absent), checked for its version and against the ledger's length."""
+class CheckpointError(ValueError):
+    """An agent checkpoint that cannot be used: unreadable, of another version, or ahead of the ledger."""
+
+
+def load_state(
+    path: Path, version: int, budgeted: BudgetedEvaluator, required: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (None when absent), checked for its version, its ``required`` fields and against
+    the ledger's length; :class:`CheckpointError` (naming ``path``) when it cannot be used."""
     if not path.exists():
         return None
-    state = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(f"agent state {path} is unreadable ({error}); restore it or start a new run") from None
+    if not isinstance(state, dict) or not isinstance(state.get("evaluations"), int):
+        raise CheckpointError(f"agent state {path} is not a checkpoint (no evaluation count); start a new run")
     if state.get("version") != version:
-        raise ValueError(f"{path}: state version {state.get('version')!r} is not {version}")
+        raise CheckpointError(f"{path}: state version {state.get('version')!r} is not {version}")
+    missing = [name for name in ("rng", *required) if name not in state]
+    if missing:
+        raise CheckpointError(f"agent state {path} lacks {', '.join(missing)}; start a new run")
     if len(budgeted) < state["evaluations"]:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} was written after {state['evaluations']} evaluations but the ledger holds {len(budgeted)}; "
             "resume with the BudgetedEvaluator's history_path in the same run directory"
         )

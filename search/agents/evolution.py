@@ -138,7 +138,7 @@ class RegularizedEvolution(Agent):
         population: deque[Choices],
     ) -> tuple[int, int, int]:
         """Load the checkpoint into ``rng`` and ``population``; return (cycles, stale, evaluations)."""
-        state = load_state(path, STATE_VERSION, budgeted)
+        state = load_state(path, STATE_VERSION, budgeted, ("population", "cycles", "stale"))
         rng.bit_generator.state = state["rng"]
         for member in state["population"]:
             choices = tuple(int(c) for c in member)

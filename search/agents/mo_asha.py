@@ -209,7 +209,7 @@ class MOASHA(Agent):
         path = run_dir / STATE_FILE
         rng = np.random.default_rng(seed)
         rounds = evaluations = 0
-        state = load_state(path, STATE_VERSION, budgeted)
+        state = load_state(path, STATE_VERSION, budgeted, ("rounds",))
         if state is not None:
             rng.bit_generator.state = state["rng"]
             rounds, evaluations = int(state["rounds"]), int(state["evaluations"])

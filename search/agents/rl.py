@@ -29,25 +29,41 @@ it has left, and :class:`~search.budget.BudgetExhausted` is never raised inside 
 evaluated, or after ``patience`` consecutive episodes that evaluated nothing new (the policy has converged onto known
 or invalid candidates; repeats cost no budget, so without this rule such a policy would train forever).
 
-Resume: checkpoint. The model is saved to ``run_dir/model.zip`` (written beside it, then renamed) after every policy
-update and on exit, however ``learn`` ends; a run that finds it loads it and continues with
-``learn(reset_num_timesteps=False)``, while the ledger answers candidates evaluated before for free and keeps the
-budget (a resume may use another number of workers: SB3 adapts the rollout buffer to the new copies). Logs go to
-``run_dir/tensorboard/session-N`` (TensorBoard: ``tensorboard --logdir run_dir/tensorboard``) and
+Resume: checkpoint, as data only. After every policy update and on exit, however ``learn`` ends, the policy's and
+its optimizer's tensors are written to ``run_dir/policy-<hash>.safetensors`` and everything else a resume needs
+(``num_timesteps``, the update and episode counters, the recent episode statistics, the settings the model was built
+with, the ledger's length, the tensors file's name and SHA-256) to ``run_dir/policy.json``; each file is written
+beside its place, fsynced and renamed, the JSON last, so it always names a complete tensors file. A run that finds
+``policy.json`` builds a new model from the run's settings exactly as a new run does (seeded with the run's seed), loads
+the tensors and counters into it and continues with ``learn(reset_num_timesteps=False)``, while the ledger answers
+candidates evaluated before for free and keeps the budget (a resume may use another number of workers: the rollout
+is sized for the new copies as in a new run). Nothing in the run folder is unpickled: a corrupt, truncated or foreign
+state stops the run with a :class:`~search.agents.checkpoint.CheckpointError` naming the file, and a ``model.zip``
+(the pickled stable-baselines3 checkpoint of older versions) is refused with the same error rather than loaded, as
+loading it could run code stored in the folder (delete it to go on with a new policy).
+
+Logs go to ``run_dir/tensorboard/session-N`` (TensorBoard: ``tensorboard --logdir run_dir/tensorboard``) and
 ``run_dir/logs/session-N/progress.csv`` (one folder per run or resume, as SB3's CSV writer truncates its file);
 they include SB3's training statistics and ``search/evaluations``, ``search/remaining`` and ``search/best_reward``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 from abc import abstractmethod
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common import logger as sb3_logger
@@ -56,11 +72,17 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from envs.space import SearchSpace
 from envs.student_search import StudentSearchEnv, StudentSearchOneShotEnv
+from kdlib.atomic import write_bytes_atomic, write_json_atomic
 from search.agents.base import Agent, check_int
 from search.agents.batched_env import BatchedSearchVecEnv
+from search.agents.checkpoint import CheckpointError
 from search.budget import BudgetedEvaluator
 
-MODEL_FILE = "model.zip"
+STATE_FILE = "policy.json"
+LEGACY_MODEL_FILE = "model.zip"
+STATE_VERSION = 1
+POLICY_PREFIX = "policy."
+OPTIMIZER_PREFIX = "optimizer."
 
 
 def _check_float(name: str, value: Any, low: float, high: float = math.inf, *, open_low: bool = False) -> float:
@@ -72,13 +94,152 @@ def _check_float(name: str, value: Any, low: float, high: float = math.inf, *, o
     return float(value)
 
 
-def save_model(model: BaseAlgorithm, path: Path) -> None:
-    """Save ``model`` to ``path`` so that readers see the old file or the complete new one."""
-    partial = path.with_name(f".{path.stem}-partial.zip")
-    model.save(partial)
-    with partial.open("rb") as written:
-        os.fsync(written.fileno())
-    os.replace(partial, path)
+class PolicyState(BaseModel):
+    """The contents of ``policy.json``: what a resume needs besides the tensors, and which tensors file holds them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    algorithm: str
+    tensors: str = Field(pattern=r"^policy-[0-9a-f]{16}\.safetensors$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    evaluations: int = Field(ge=0)
+    num_timesteps: int = Field(ge=0)
+    n_updates: int = Field(ge=0)
+    episode_num: int = Field(ge=0)
+    episodes: list[dict[str, int | float]]
+    successes: list[bool]
+    built_with: dict[str, Any]
+
+
+def _plain_episode(info: Mapping[str, Any]) -> dict[str, int | float]:
+    return {
+        str(key): int(value) if isinstance(value, int | np.integer) else float(value) for key, value in info.items()
+    }
+
+
+def save_policy(
+    model: BaseAlgorithm, run_dir: Path, built_with: Mapping[str, Any], budgeted: BudgetedEvaluator
+) -> None:
+    """Checkpoint ``model`` (built with ``built_with``) into ``run_dir``: its policy's and optimizer's tensors as
+    safetensors, then ``policy.json`` naming them; older tensors files are removed last."""
+    tensors = {POLICY_PREFIX + name: value for name, value in model.policy.state_dict().items()}
+    for index, values in model.policy.optimizer.state_dict()["state"].items():
+        for name, value in values.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(
+                    f"optimizer state {name!r} of parameter {index} is {type(value).__name__}, not a tensor"
+                )
+            tensors[f"{OPTIMIZER_PREFIX}{index}.{name}"] = value
+    payload = save_tensors({name: value.detach().cpu().contiguous() for name, value in tensors.items()})
+    digest = hashlib.sha256(payload).hexdigest()
+    name = f"policy-{digest[:16]}.safetensors"
+    write_bytes_atomic(run_dir / name, payload)
+    state = PolicyState(
+        version=STATE_VERSION,
+        algorithm=type(model).__name__,
+        tensors=name,
+        sha256=digest,
+        evaluations=len(budgeted),
+        num_timesteps=model.num_timesteps,
+        n_updates=model._n_updates,
+        episode_num=model._episode_num,
+        episodes=[_plain_episode(info) for info in model.ep_info_buffer or ()],
+        successes=[bool(success) for success in model.ep_success_buffer or ()],
+        built_with=dict(built_with),
+    )
+    write_json_atomic(run_dir / STATE_FILE, state.model_dump(mode="json"))
+    for stale in run_dir.glob("policy-*.safetensors"):
+        if stale.name != name:
+            stale.unlink(missing_ok=True)
+
+
+def _read_state(path: Path) -> PolicyState:
+    try:
+        return PolicyState.model_validate_json(path.read_bytes())
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        raise CheckpointError(
+            f"policy state {path} is unreadable or of another version ({where}: {first['msg']}); restore it or start "
+            "a new run"
+        ) from None
+
+
+def _read_tensors(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"policy tensors {path}, named by {STATE_FILE}, are missing; start a new run") from None
+    if hashlib.sha256(payload).hexdigest() != sha256:
+        raise CheckpointError(
+            f"policy tensors {path} do not match the SHA-256 in {STATE_FILE}: the file is truncated or corrupt"
+        )
+    try:
+        return load_tensors(payload)
+    except SafetensorError as error:
+        raise CheckpointError(f"policy tensors {path} are not a readable safetensors file ({error})") from None
+
+
+def _optimizer_state(
+    tensors: Mapping[str, torch.Tensor], parameters: list[torch.Tensor], path: Path
+) -> dict[int, dict[str, torch.Tensor]]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, _, name = key.removeprefix(OPTIMIZER_PREFIX).partition(".")
+        fits = index.isdigit() and int(index) < len(parameters) and name
+        if not fits or (value.dim() > 0 and value.shape != parameters[int(index)].shape):
+            raise CheckpointError(f"policy tensors {path}: optimizer tensor {key!r} does not fit this model")
+        state.setdefault(int(index), {})[name] = value
+    return state
+
+
+def load_policy(model: BaseAlgorithm, run_dir: Path, budgeted: BudgetedEvaluator) -> bool:
+    """Load the checkpoint of ``run_dir`` into ``model`` (a new model built with the run's settings); False when
+    there is none. :class:`~search.agents.checkpoint.CheckpointError`, naming the file, for a ``model.zip`` (never
+    unpickled) and for a state that is unreadable, corrupt, of another model or ahead of the ledger."""
+    legacy = run_dir / LEGACY_MODEL_FILE
+    if legacy.exists():
+        raise CheckpointError(
+            f"{legacy} is a pickled stable-baselines3 checkpoint of an older kdsearch and is not loaded, as loading it "
+            "could run code stored in the run folder; delete it to resume with a new policy (the ledger keeps every "
+            "evaluation and the budget) or start a new run"
+        )
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        return False
+    state = _read_state(path)
+    if state.algorithm != type(model).__name__:
+        raise CheckpointError(f"{path} holds a {state.algorithm} policy, not a {type(model).__name__} one")
+    if len(budgeted) < state.evaluations:
+        raise CheckpointError(
+            f"{path} was written after {state.evaluations} evaluations but the ledger holds {len(budgeted)}; "
+            "resume with the BudgetedEvaluator's history_path in the same run directory"
+        )
+    tensors_path = run_dir / state.tensors
+    tensors = _read_tensors(tensors_path, state.sha256)
+    unknown = sorted(key for key in tensors if not key.startswith((POLICY_PREFIX, OPTIMIZER_PREFIX)))
+    if unknown:
+        raise CheckpointError(f"policy tensors {tensors_path} hold unknown tensors {unknown[:3]}")
+    optimizer = model.policy.optimizer
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    moments = {key: value for key, value in tensors.items() if key.startswith(OPTIMIZER_PREFIX)}
+    optimizer_state = optimizer.state_dict() | {"state": _optimizer_state(moments, parameters, tensors_path)}
+    weights = {
+        key.removeprefix(POLICY_PREFIX): value for key, value in tensors.items() if key.startswith(POLICY_PREFIX)
+    }
+    try:
+        model.policy.load_state_dict(weights)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:500]
+        raise CheckpointError(f"policy tensors {tensors_path} do not fit this model: {detail}") from None
+    optimizer.load_state_dict(optimizer_state)
+    model.num_timesteps = state.num_timesteps
+    model._n_updates = state.n_updates
+    model._episode_num = state.episode_num
+    model.ep_info_buffer = deque(state.episodes, maxlen=model._stats_window_size)
+    model.ep_success_buffer = deque(state.successes, maxlen=model._stats_window_size)
+    return True
 
 
 def session_logger(run_dir: Path) -> sb3_logger.Logger:
@@ -199,39 +360,46 @@ class PolicySearch(Agent):
         self.n_steps(space, budgeted.parallelism)
         super().run(budgeted, space, run_dir, seed)
 
-    def search(self, budgeted: BudgetedEvaluator, space: SearchSpace, run_dir: Path, seed: int) -> None:
+    def built_with(self, space: SearchSpace, copies: int, seed: int) -> dict[str, Any]:
+        """The keyword arguments of the model a run on ``space`` with ``copies`` environment copies builds."""
+        n_steps = self.n_steps(space, copies)
+        return {
+            "n_steps": n_steps,
+            "batch_size": n_steps * copies // self.minibatches,
+            "n_epochs": self.n_epochs,
+            "learning_rate": self.learning_rate,
+            "ent_coef": self.ent_coef,
+            "clip_range": self.clip_range,
+            "gamma": self.gamma,
+            "gae_lambda": self.gae_lambda,
+            "seed": seed,
+        }
+
+    def model_for(self, budgeted: BudgetedEvaluator, space: SearchSpace, run_dir: Path, seed: int) -> BaseAlgorithm:
+        """A new model acting in ``budgeted.parallelism`` copies of the environment, built as a new run builds it,
+        with the checkpoint of ``run_dir`` loaded into it when there is one (see :func:`load_policy`)."""
         copies = budgeted.parallelism
         env = BatchedSearchVecEnv([self.make_env(budgeted, space) for _ in range(copies)], budgeted)
-        n_steps = self.n_steps(space, copies)
-        path = run_dir / MODEL_FILE
-        if path.exists():
-            model = self.algorithm.load(path, env=env, device="cpu")
-        else:
-            model = self.algorithm(
-                "MlpPolicy",
-                env,
-                n_steps=n_steps,
-                batch_size=n_steps * copies // self.minibatches,
-                n_epochs=self.n_epochs,
-                learning_rate=self.learning_rate,
-                ent_coef=self.ent_coef,
-                clip_range=self.clip_range,
-                gamma=self.gamma,
-                gae_lambda=self.gae_lambda,
-                seed=seed,
-                device="cpu",
-            )
+        model = self.algorithm("MlpPolicy", env, device="cpu", **self.built_with(space, copies, seed))
+        load_policy(model, run_dir, budgeted)
+        return model
+
+    def search(self, budgeted: BudgetedEvaluator, space: SearchSpace, run_dir: Path, seed: int) -> None:
+        model = self.model_for(budgeted, space, run_dir, seed)
+        built_with = self.built_with(space, budgeted.parallelism, seed)
         logger = session_logger(run_dir)
         model.set_logger(logger)
         total = space.num_valid()
-        callback = BudgetCallback(budgeted, lambda: save_model(model, path), self.patience, total)
+        callback = BudgetCallback(
+            budgeted, lambda: save_policy(model, run_dir, built_with, budgeted), self.patience, total
+        )
         # The callback stops training within this many episodes: each run of `patience` episodes adds a candidate.
         episodes = (budgeted.remaining + 1) * (self.patience + 1)
         try:
             if budgeted.remaining > 0 and len(budgeted) < total:
                 model.learn(episodes * self.steps_per_candidate(space), callback=callback, reset_num_timesteps=False)
         finally:
-            save_model(model, path)
+            save_policy(model, run_dir, built_with, budgeted)
             logger.dump(model.num_timesteps)
             logger.close()
 

@@ -80,7 +80,7 @@ class BracketAgent(Agent):
         rng = np.random.default_rng(seed)
         brackets = 0
         drawn: set[Choices] = set()
-        state = load_state(path, STATE_VERSION, budgeted)
+        state = load_state(path, STATE_VERSION, budgeted, ("brackets", "drawn"))
         if state is not None:
             rng.bit_generator.state = state["rng"]
             brackets = int(state["brackets"])

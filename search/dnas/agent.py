@@ -21,8 +21,10 @@ A derived spec the space cannot represent (e.g. the space fixes a smaller ``hidd
 changes) is mapped to the nearest valid choice vector; ``dnas.json`` in the run folder records every trial, its
 derived spec, the candidate evaluated and each field the mapping changed.
 
-Resume: the Tune experiment is restored (finished trials are not rerun) and the ledger answers every candidate
-already evaluated, so a resumed run repeats no work.
+Resume: the sweep's trials finished before are read back from their JSON records and not rerun (only missing,
+unfinished or failed trials run, with a new Tuner; no Tune state is restored, so nothing in the run folder is
+unpickled: see :mod:`search.dnas.tune`), and the ledger answers every candidate already evaluated, so a resumed run
+repeats no work.
 """
 
 from __future__ import annotations

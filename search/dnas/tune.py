@@ -15,12 +15,19 @@ without ranking the betas against each other (it is 1 at the first report, so ru
 ``grace_period >= 2``); ``loss``, ``kd_loss`` and ``validation_accuracy`` would favour small betas. A stopped trial
 keeps the spec of its last report and is marked ``stopped``.
 
-Storage and resume: the experiment lives in ``<run_dir>/dnas/<name>``, ``name`` being a hash of the teacher and the
-settings. A call that finds that experiment restores it with ``Tuner.restore``: finished trials are kept as they
-are, unfinished and errored ones start again from their beginning (trials do not checkpoint). ``summary.json`` in the
-experiment folder lists every trial's outcome.
+Storage and resume, as data only: the sweep lives in ``<run_dir>/dnas/<name>``, ``name`` being a hash of the
+teacher and the settings. Each trial that ends (completed, stopped by ASHA or failed) is appended to ``trials.jsonl``
+there as one JSON line (fsynced) by a Tune callback in the driver, so a sweep killed midway keeps its finished
+trials. A call that finds records runs only the grid points without a completed or stopped one (failed and
+unfinished trials start again from their beginning: trials do not checkpoint), with a new Tuner in a new experiment
+folder ``tune-N`` beside the earlier ones (no Ray is started when none is missing); ASHA then ranks the rerun trials
+among themselves. Nothing a call finds in the run folder is unpickled: earlier experiment folders, and the
+``tuner.pkl`` of a sweep written by an older version (``Tuner.restore`` would unpickle it; a warning says so, and its
+trials run again), are never read; Tune reads back only the new folder it writes during the call.
+``summary.json`` lists every trial's outcome.
 
-Local Ray: started like :class:`~envs.ray_evaluator.RayEvaluator` starts it (temp dir under ``<run_dir>/ray_tmp``
+Local Ray: started like :class:`~envs.ray_evaluator.RayEvaluator` starts it (:func:`~envs.ray_evaluator.init_local_ray`:
+node address 127.0.0.1, so Ray listens on the loopback interface only, always; temp dir under ``<run_dir>/ray_tmp``
 at mode 0700, a short link when that path is too long for Unix sockets, no dashboard, worker output kept in log
 files, token authentication left to Ray) and stopped at the end; a Ray already initialised is used and left running.
 """
@@ -28,8 +35,10 @@ files, token authentication left to Ray) and stopped at the end; a Ray already i
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,9 +48,10 @@ from typing import Any, Literal
 import ray
 import torch
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 
-from envs.ray_evaluator import prepare_ray_temp_dir
+from envs.ray_evaluator import init_local_ray, prepare_ray_temp_dir
 from kdlib.atomic import write_json_atomic
 from kdlib.hashing import sha256_json
 from kdlib.specs import StudentSpec
@@ -52,6 +62,10 @@ from search.dnas.train import DNASConfig, search_with_evaluator
 
 DNAS_DIR = "dnas"
 SUMMARY_FILE = "summary.json"
+TRIALS_FILE = "trials.jsonl"
+EXPERIMENT_PREFIX = "tune-"
+LEGACY_TUNER_FILE = "tuner.pkl"
+FINISHED: frozenset[str] = frozenset({"completed", "stopped"})
 ASHA_METRICS = {"relative_loss": "min", "loss": "min", "kd_loss": "min", "validation_accuracy": "max"}
 TrialStatus = Literal["completed", "stopped", "failed"]
 
@@ -91,6 +105,20 @@ class TrialOutcome:
             "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> TrialOutcome:
+        """The outcome :meth:`to_dict` wrote; ValueError, KeyError or TypeError when ``record`` is not one."""
+        status = record["status"]
+        if status not in ("completed", "stopped", "failed"):
+            raise ValueError(f"unknown status {status!r}")
+        seed, metrics, error = record["seed"], record["metrics"], record["error"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(metrics, dict):
+            raise ValueError("seed must be an int and metrics an object")
+        if error is not None and not isinstance(error, str):
+            raise ValueError("error must be a string or null")
+        spec = None if record["spec"] is None else StudentSpec.model_validate(record["spec"])
+        return cls(float(record["beta"]), seed, status, spec, metrics, error)
+
 
 def dnas_trial(trial_config: Mapping[str, Any], settings: TrialSettings) -> None:
     """The Tune trainable: search one architecture and report its progress (see the module docstring)."""
@@ -100,7 +128,8 @@ def dnas_trial(trial_config: Mapping[str, Any], settings: TrialSettings) -> None
     teacher = settings.teacher
     task = load_task(teacher.task, progress=False)
     evaluator = StudentEvaluator(teacher, task, device=settings.device, progress=False)
-    trial = {"beta": float(trial_config["beta"]), "seed": int(trial_config["seed"])}
+    point = trial_config["trial"]
+    trial = {"beta": float(point["beta"]), "seed": int(point["seed"])}
     config = DNASConfig.model_validate(settings.config.model_dump() | trial)
     search_with_evaluator(evaluator, config, on_report=tune.report)
 
@@ -120,7 +149,7 @@ def local_ray(
         return
     prepared = prepare_ray_temp_dir(run_dir)
     try:
-        ray.init(
+        init_local_ray(
             num_cpus=num_cpus,
             num_gpus=None if gpus else 0,
             include_dashboard=False,
@@ -184,15 +213,89 @@ _REPORTED = (
 )
 
 
-def _outcome(result: Any) -> TrialOutcome:
-    metrics = {key: value for key, value in (result.metrics or {}).items() if key in _REPORTED}
+def _trial_outcome(trial: Trial, error: str | None) -> TrialOutcome:
+    metrics = {key: value for key, value in (trial.last_result or {}).items() if key in _REPORTED}
     spec = StudentSpec.model_validate_json(metrics["spec"]) if "spec" in metrics else None
-    if result.error is not None:
+    if error is not None:
         status: TrialStatus = "failed"
     else:
         status = "completed" if metrics.get("final") else "stopped"
-    error = None if result.error is None else " ".join(str(result.error).split())[-2000:]
-    return TrialOutcome(float(result.config["beta"]), int(result.config["seed"]), status, spec, metrics, error)
+    point = trial.config["trial"]
+    return TrialOutcome(float(point["beta"]), int(point["seed"]), status, spec, metrics, error)
+
+
+class TrialRecordError(ValueError):
+    """A ``trials.jsonl`` line that is not a trial record."""
+
+
+def append_trial(path: Path, outcome: TrialOutcome) -> None:
+    """Append ``outcome`` to the JSON-lines file ``path`` and fsync it."""
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(outcome.to_dict(), sort_keys=True) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_trials(path: Path) -> dict[tuple[float, int], TrialOutcome]:
+    """The last record of each (beta, seed) in ``path`` (empty when absent); a torn last line (a crash mid-append:
+    no final newline) is cut off, any other bad line is a :class:`TrialRecordError` naming the file and line."""
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        with path.open("r+", encoding="utf-8") as out:
+            out.truncate(len(text.encode("utf-8")))
+    outcomes: dict[tuple[float, int], TrialOutcome] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            outcome = TrialOutcome.from_dict(json.loads(line))
+        except (KeyError, TypeError, ValueError) as error:
+            detail = " ".join(str(error).split())[:300]
+            raise TrialRecordError(f"{path}: line {number} is not a DNAS trial record ({detail})") from None
+        outcomes[(outcome.beta, outcome.seed)] = outcome
+    return outcomes
+
+
+class RecordTrials(tune.Callback):
+    """Appends every trial that ends (completed, stopped or failed) to ``path`` (see :func:`append_trial`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        append_trial(self.path, _trial_outcome(trial, None))
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        text = trial.get_error() or "the trial failed without an error message"
+        append_trial(self.path, _trial_outcome(trial, " ".join(str(text).split())[-2000:]))
+
+
+def sweep_name(
+    teacher: Teacher,
+    betas: Sequence[float],
+    seeds: Sequence[int],
+    config: DNASConfig,
+    asha: tuple[str, int, float] | None,
+) -> str:
+    """The sweep folder's name: a hash of the teacher, the grid, the search settings and the ASHA settings."""
+    settings = config.model_dump(mode="json", exclude={"beta", "seed"})
+    identity = {
+        "teacher": teacher.key,
+        "task": teacher.task,
+        "betas": tuple(betas),
+        "seeds": tuple(seeds),
+        "config": settings,
+        "asha": list(asha) if asha is not None else None,
+    }
+    return "sweep-" + sha256_json(identity)[:12]
+
+
+def _new_experiment(sweep: Path) -> str:
+    """A ``tune-N`` name no experiment folder of ``sweep`` has yet."""
+    taken = [path.name.removeprefix(EXPERIMENT_PREFIX) for path in sweep.glob(f"{EXPERIMENT_PREFIX}*")]
+    number = 1 + max((int(suffix) for suffix in taken if suffix.isdigit()), default=0)
+    return f"{EXPERIMENT_PREFIX}{number}"
 
 
 def run_dnas_tune(
@@ -240,50 +343,50 @@ def run_dnas_tune(
             "the first report)"
         )
     run_dir = Path(run_dir)
-    storage = (run_dir / DNAS_DIR).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    search_settings = config.model_dump(mode="json", exclude={"beta", "seed"})
-    name = (
-        "sweep-"
-        + sha256_json(
-            {
-                "teacher": teacher.key,
-                "task": teacher.task,
-                "betas": betas,
-                "seeds": seeds,
-                "config": search_settings,
-                "asha": [asha_metric, grace_period, reduction_factor] if asha else None,
-            }
-        )[:12]
-    )
-    settings = TrialSettings(teacher, config, device, num_cpus_per_trial, setup)
-    resources = {"cpu": num_cpus_per_trial, "gpu": num_gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(dnas_trial, settings=settings), resources)
-    experiment = storage / name
-    cpus = num_cpus if num_cpus is not None else max_concurrent * num_cpus_per_trial
-    with local_ray(run_dir, cpus, num_gpus_per_trial > 0, runtime_env, resources):
-        if tune.Tuner.can_restore(experiment):
-            logger.info("restoring the DNAS sweep in %s", experiment)
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, restart_errored=True)
-        else:
-            scheduler = None
-            if asha:
-                scheduler = ASHAScheduler(
-                    time_attr="training_iteration",
-                    metric=asha_metric,
-                    mode=ASHA_METRICS[asha_metric],
-                    max_t=reports,
-                    grace_period=grace_period,
-                    reduction_factor=reduction_factor,
-                )
+    name = sweep_name(teacher, betas, seeds, config, (asha_metric, grace_period, reduction_factor) if asha else None)
+    sweep = (run_dir / DNAS_DIR / name).resolve()
+    sweep.mkdir(parents=True, exist_ok=True)
+    records = sweep / TRIALS_FILE
+    grid = [(beta, seed) for beta in betas for seed in seeds]
+    finished = {key for key, outcome in read_trials(records).items() if outcome.status in FINISHED}
+    missing = [key for key in grid if key not in finished]
+    if (sweep / LEGACY_TUNER_FILE).exists():
+        logger.warning(
+            "the Tune experiment an older version wrote in %s is not restored, as that would unpickle files of the "
+            "run folder; trials without a JSON record run again",
+            sweep,
+        )
+    if missing:
+        logger.info("running %d of %d DNAS trials in %s", len(missing), len(grid), sweep)
+        settings = TrialSettings(teacher, config, device, num_cpus_per_trial, setup)
+        resources = {"cpu": num_cpus_per_trial, "gpu": num_gpus_per_trial}
+        trainable = tune.with_resources(tune.with_parameters(dnas_trial, settings=settings), resources)
+        scheduler = None
+        if asha:
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",
+                metric=asha_metric,
+                mode=ASHA_METRICS[asha_metric],
+                max_t=reports,
+                grace_period=grace_period,
+                reduction_factor=reduction_factor,
+            )
+        run_config = tune.RunConfig(
+            name=_new_experiment(sweep), storage_path=str(sweep), callbacks=[RecordTrials(records)], verbose=0
+        )
+        cpus = num_cpus if num_cpus is not None else max_concurrent * num_cpus_per_trial
+        with local_ray(run_dir, cpus, num_gpus_per_trial > 0, runtime_env, resources):
             tuner = tune.Tuner(
                 trainable,
-                param_space={"beta": tune.grid_search(list(betas)), "seed": tune.grid_search(list(seeds))},
+                param_space={"trial": tune.grid_search([{"beta": beta, "seed": seed} for beta, seed in missing])},
                 tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=max_concurrent),
-                run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+                run_config=run_config,
             )
-        grid = tuner.fit()
-    order = {(beta, seed): index for index, (beta, seed) in enumerate((b, s) for b in betas for s in seeds)}
-    outcomes = sorted((_outcome(result) for result in grid), key=lambda o: order[(o.beta, o.seed)])
-    write_json_atomic(experiment / SUMMARY_FILE, {"name": name, "trials": [o.to_dict() for o in outcomes]})
+            tuner.fit()
+    recorded = read_trials(records)
+    outcomes = [
+        recorded.get(key) or TrialOutcome(*key, "failed", None, {}, "the trial ended without a recorded outcome")
+        for key in grid
+    ]
+    write_json_atomic(sweep / SUMMARY_FILE, {"name": name, "trials": [o.to_dict() for o in outcomes]})
     return outcomes
