@@ -218,11 +218,14 @@ class TableEvaluator:
     ) -> None:
         self.path = Path(path)
         self.fallback = fallback
-        if _suffix(self.path) == ".csv":
-            text = {name: str for name in ("candidate_hash", "candidate", *META_COLUMNS, *TEXT_COLUMNS)}
-            frame = pd.read_csv(self.path, dtype=text, keep_default_na=False, na_values=[""])
-        else:
-            frame = pd.read_parquet(self.path)
+        try:
+            if _suffix(self.path) == ".csv":
+                text = {name: str for name in ("candidate_hash", "candidate", *META_COLUMNS, *TEXT_COLUMNS)}
+                frame = pd.read_csv(self.path, dtype=text, keep_default_na=False, na_values=[""])
+            else:
+                frame = pd.read_parquet(self.path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{self.path}: not a readable benchmark table ({error})") from None
         self._rows: list[dict[str, Any]] = [
             {name: _cell(value) for name, value in row.items()} for row in frame.to_dict("records")
         ]
@@ -247,7 +250,10 @@ class TableEvaluator:
         self._memo: dict[Candidate, EvalResult] = {}
         self._by_hash: dict[str, int] = {}
         for position, row in enumerate(self._rows):
-            key = row.get("candidate_hash") or self._materialise(position).candidate.content_hash()
+            try:
+                key = row.get("candidate_hash") or self._materialise(position).candidate.content_hash()
+            except ValueError as error:
+                raise ValueError(f"{self.path}: row {position} is not a valid evaluation ({error})") from None
             if key in self._by_hash:
                 raise ValueError(f"{self.path}: rows {self._by_hash[key]} and {position} both hold candidate {key}")
             self._by_hash[key] = position

@@ -567,10 +567,16 @@ class SearchSpace:
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
         """Load a space written by :meth:`to_yaml` (or by hand in the same form)."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(data, Mapping):
             raise ValueError(f"{path}: expected a mapping with 'teacher' and 'dimensions', got {type(data).__name__}")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"{path}: {error}") from None
 
     def _identity(self) -> dict[str, Any]:
         """:meth:`to_dict` with the dimensions as an ordered list of pairs (JSON hashing sorts mapping keys)."""

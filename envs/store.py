@@ -164,8 +164,9 @@ def _check_positive(name: str, value: float) -> None:
 class EvaluationStore:
     """Evaluations keyed by :func:`evaluation_key`, shared safely by threads and processes on one host.
 
-    ``create=False`` refuses to create a missing file (for read-only tools). ``timeout_seconds`` bounds how long
-    one operation waits for the database lock before raising :class:`StoreError`.
+    ``create=False`` refuses to create a missing file or to turn an empty one into a store (for read-only tools).
+    ``timeout_seconds`` bounds how long one operation waits for the database lock before raising
+    :class:`StoreError`.
     """
 
     def __init__(self, path: str | Path, *, create: bool = True, timeout_seconds: float = 30.0) -> None:
@@ -176,6 +177,7 @@ class EvaluationStore:
             if not create:
                 raise StoreError(f"no evaluation store at {self.path}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.create = create
         self._local = threading.local()
         self._inherited: list[sqlite3.Connection] = []
         self._nonce = uuid.uuid4().hex[:8]
@@ -246,6 +248,8 @@ class EvaluationStore:
         """Check the schema before touching the file (a foreign or newer database is left as it is), then
         switch to WAL and create the schema in one transaction if the file is new."""
         exists = self._check_schema(connection)
+        if not exists and not self.create:
+            raise StoreError(f"{self.path} is not an evaluation store (it holds no tables)")
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreError(f"evaluation store {self.path} cannot use WAL mode (journal_mode={mode!r})")

@@ -306,6 +306,11 @@ class BudgetedEvaluator:
         evaluation order."""
         return [entry.result for entry in self._history]
 
+    def entries(self) -> tuple[Evaluation, ...]:
+        """Every ledger entry with its full result (test included): for reports and for repairing the store, never
+        for agents."""
+        return tuple(self._history)
+
     def lookup(self, candidate: Candidate, fidelity: FidelityArg = None) -> Evaluation | None:
         """The ledger entry of ``candidate`` at ``fidelity`` (result blinded), or None when never evaluated."""
         entry = self._by_key.get(self._key(candidate, fidelity))
@@ -360,7 +365,10 @@ class BudgetedEvaluator:
         """Read the ledger; a torn last line (a crash mid-append: no final newline) is cut off."""
         if not path.exists():
             return
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not a ledger (not UTF-8 text: {error})") from None
         if text and not text.endswith("\n"):
             complete = text[: text.rfind("\n") + 1]
             with path.open("r+", encoding="utf-8") as out:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 import search.dnas
@@ -14,7 +15,7 @@ from kdlib.assets import AssetError, asset_status, fetch_asset, get_asset
 from kdlib.finetune import FineTuneRecipe, TrainingDivergedError
 from kdlib.tasks import TASKS
 from kdlib.teacher import get_teacher
-from search.console import JsonFlag, console, fail
+from search.console import JsonFlag, console, fail, guarded, invalid_settings
 from search.distill_cli import distill
 from search.pareto_cli import pareto
 from search.search_cli import export, search
@@ -25,6 +26,7 @@ app.add_typer(store_app, name="store")
 
 
 @app.command()
+@guarded
 def assets(
     json_output: JsonFlag = False,
     fetch: Annotated[bool, typer.Option(help="Fetch what is missing (--no-fetch only reports).")] = True,
@@ -56,6 +58,7 @@ def assets(
 
 
 @app.command()
+@guarded
 def tasks(json_output: JsonFlag = False) -> None:
     """List the known tasks."""
     rows = [
@@ -78,6 +81,7 @@ def tasks(json_output: JsonFlag = False) -> None:
 
 
 @app.command()
+@guarded
 def teacher(
     task: Annotated[str, typer.Option(help="Task name (see `kdsearch tasks`).")] = "rt-polarity",
     epochs: Annotated[int, typer.Option(min=1)] = FineTuneRecipe().epochs,
@@ -94,17 +98,19 @@ def teacher(
     """Fine-tune (or load from the cache) the teacher of a task and print its accuracy on test and every OOD set."""
     if task not in TASKS:
         fail(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
-    recipe = FineTuneRecipe(
-        learning_rate=learning_rate,
-        epochs=epochs,
-        batch_size=batch_size,
-        max_length=max_length,
-        warmup_ratio=warmup_ratio,
-        max_train_examples=max_train_examples,
-        seed=seed,
-    )
     try:
+        recipe = FineTuneRecipe(
+            learning_rate=learning_rate,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_length=max_length,
+            warmup_ratio=warmup_ratio,
+            max_train_examples=max_train_examples,
+            seed=seed,
+        )
         result = get_teacher(task, recipe, base_dir=base, device=device, progress=not json_output)
+    except ValidationError as error:
+        fail(f"invalid teacher recipe: {invalid_settings(error)}")
     except (AssetError, ValueError, TrainingDivergedError) as error:
         fail(str(error))
     summary = {
@@ -130,10 +136,10 @@ def teacher(
     console.print(f"teacher ({source}, {result.seconds:.1f} s in all): {result.path}", highlight=False)
 
 
-app.command()(distill)
-app.command()(pareto)
-app.command()(search)
-app.command()(export)
+app.command()(guarded(distill))
+app.command()(guarded(pareto))
+app.command()(guarded(search))
+app.command()(guarded(export))
 
 
 def main() -> None:

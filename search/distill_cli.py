@@ -16,8 +16,9 @@ from kdlib.candidate import Candidate, EvalResult
 from kdlib.specs import KDConfig, StudentSpec
 from kdlib.student_eval import StudentEvaluator
 from kdlib.tasks import TASKS, load_task
-from kdlib.teacher import default_base_dir, get_teacher
+from kdlib.teacher import get_teacher, resolve_base_dir
 from search.console import JsonFlag, console, fail
+from search.destinations import DestinationError, check_folder_destination
 from search.model_options import collect_model_values, model_parameters
 
 
@@ -25,10 +26,18 @@ def read_config_file(path: Path) -> dict[str, dict[str, Any]]:
     """A YAML or JSON file with optional ``spec`` and ``kd`` mappings (and an optional ``task``)."""
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         fail(f"cannot read config file {path}: {error}")
-    if not isinstance(loaded, dict) or set(loaded) - {"spec", "kd", "task"}:
-        fail(f"config file {path} must be a mapping with keys spec, kd and task; got {sorted(loaded)}")
+    if not isinstance(loaded, dict):
+        fail(f"config file {path} must be a mapping with keys spec, kd and task; got a {type(loaded).__name__}")
+    unknown = sorted(str(key) for key in set(loaded) - {"spec", "kd", "task"})
+    if unknown:
+        fail(f"config file {path} must be a mapping with keys spec, kd and task; got also {', '.join(unknown)}")
+    for key in ("spec", "kd"):
+        if not isinstance(loaded.get(key, {}), dict):
+            fail(f"config file {path}: {key} must be a mapping of field: value, got {loaded[key]!r}")
+    if not isinstance(loaded.get("task", ""), str):
+        fail(f"config file {path}: task must be a task name, got {loaded['task']!r}")
     return loaded
 
 
@@ -89,8 +98,11 @@ def distill(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(file_okay=False, help="Save the student here (Hugging Face folder + kdsearch.json).")
+        Path | None, typer.Option(help="Save the student here (Hugging Face folder + kdsearch.json).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an --out folder that exists and is not empty.")
+    ] = False,
     json_output: JsonFlag = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     base: Annotated[
@@ -102,6 +114,11 @@ def distill(
 
     Every StudentSpec and KDConfig field has a flag; student sizes not given keep the teacher's.
     """
+    if out is not None:
+        try:
+            check_folder_destination(out, force=force)
+        except DestinationError as error:
+            fail(str(error))
     file_values = read_config_file(config) if config else {}
     task = task or file_values.get("task") or "rt-polarity"
     if task not in TASKS:
@@ -109,8 +126,8 @@ def distill(
     spec_values = file_values.get("spec", {}) | collect_model_values(StudentSpec, values)
     kd_values = file_values.get("kd", {}) | collect_model_values(KDConfig, values)
     try:
-        base_dir = base or default_base_dir(progress=not json_output)
-        base_config = AutoConfig.from_pretrained(base_dir)
+        base_dir = resolve_base_dir(base, progress=not json_output)
+        base_config = AutoConfig.from_pretrained(base_dir, local_files_only=True)
         candidate = build_candidate(base_config, spec_values, kd_values)
         candidate.spec.validate_against(base_config)
         teacher = get_teacher(task, base_dir=base_dir, device=device, progress=not json_output)

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from envs.fidelity import FIDELITIES
 from envs.limits import Limits
 from envs.rewards import REWARDS
+from kdlib.atomic import write_text_atomic
 from kdlib.tasks import TASKS
 from search.agents import AGENTS
 
@@ -72,13 +73,22 @@ class SearchConfig(BaseModel):
         ]
 
     def save(self, run_dir: Path) -> None:
-        """Write ``config.yaml`` into the run folder."""
-        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        """Write ``config.yaml`` into the run folder atomically (a crash leaves the old file or the new one)."""
+        write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
     @classmethod
     def load(cls, path: Path) -> SearchConfig:
-        """Read a YAML config (a run folder's ``config.yaml`` or a user's ``--config`` file)."""
-        data = yaml.safe_load(path.read_text()) or {}
+        """Read a YAML config (a run folder's ``config.yaml`` or a user's ``--config`` file).
+
+        Raises ValueError naming ``path`` for unreadable YAML, a file that is not a mapping, or invalid settings.
+        """
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of search settings, got {type(data).__name__}")
-        return cls(**data)
+        try:
+            return cls(**{str(name): value for name, value in data.items()})
+        except ValidationError as error:
+            raise ValueError(f"{path}: {error}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,24 +15,30 @@ from transformers import AutoConfig
 from envs.evaluators import Evaluator, SurrogateEvaluator, TableEvaluator
 from envs.live import LiveEvaluator
 from envs.ray_evaluator import RayEvaluator
-from envs.rewards import make_reward
+from envs.rewards import Reward, make_reward
 from envs.space import DEFAULT_FIXED, SearchSpace
-from envs.store import EvaluationStore, evaluation_key
+from envs.store import EvaluationStore, StoreError, evaluation_key
 from kdlib.assets import AssetError
 from kdlib.student_eval import StudentEvaluator
 from kdlib.tasks import load_task
-from kdlib.teacher import default_base_dir, get_teacher
+from kdlib.teacher import get_teacher, resolve_base_dir
 from search.agents import make_agent
+from search.agents.base import Agent
 from search.budget import HISTORY_FILE, BudgetedEvaluator, Evaluation
 from search.console import JsonFlag, console, fail
+from search.destinations import check_folder_destination
 from search.dnas.tune import NoRoomForTrials
 from search.pareto import frontier, frontier_table, most_trained
 from search.pareto_cli import STORE_FILE, pareto
 from search.run_config import CONFIG_FILE, SearchConfig
+from search.run_lock import HOLDER_FILE, LOCK_FILE, RunLock, RunLocked
 
 FRONTIER_CSV = "frontier.csv"
 LOG_FILE = "search.log"
 FRONTIER_OBJECTIVES = ("accuracy", "latency")
+START_FILES = frozenset(
+    {CONFIG_FILE, LOG_FILE, HISTORY_FILE, STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", LOCK_FILE, HOLDER_FILE}
+)
 
 
 def _settings(config_file: Path | None, given: dict[str, Any]) -> SearchConfig:
@@ -43,22 +50,61 @@ def _settings(config_file: Path | None, given: dict[str, Any]) -> SearchConfig:
         fail(str(error))
 
 
-def _prepare_run_dir(config: SearchConfig) -> Path:
-    """Create the run folder, or check that an existing one was started with compatible settings."""
-    run_dir = config.run_dir()
+def _nothing_spent(run_dir: Path) -> bool:
+    """True when the run folder holds only what a start writes (settings, log, lock, an empty store and ledger)."""
+    if any(path.name not in START_FILES for path in run_dir.iterdir()):
+        return False
+    ledger = run_dir / HISTORY_FILE
+    if ledger.is_file() and len(ledger.read_text(encoding="utf-8", errors="replace").splitlines()) > 1:
+        return False
+    store = run_dir / STORE_FILE
+    try:
+        return not store.is_file() or len(EvaluationStore(store, create=False)) == 0
+    except StoreError:
+        return False
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a run folder that is a file, or a folder of something other than a search run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        fail(f"--out {run_dir} is a file, not a run folder")
+    if run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists() and not _nothing_spent(run_dir):
+        fail(f"run folder {run_dir} is not empty and holds no {CONFIG_FILE}; refusing to write into it")
+
+
+def _save_settings(config: SearchConfig, run_dir: Path, log: logging.Logger) -> None:
+    """Write ``config.yaml``, or check that the run was started with compatible settings.
+
+    A run that has spent nothing (a start that failed) takes the new settings.
+    """
     saved = run_dir / CONFIG_FILE
     if saved.is_file():
-        differences = SearchConfig.load(saved).differences(config)
-        if differences:
+        try:
+            differences = SearchConfig.load(saved).differences(config)
+        except ValueError as error:
+            fail(f"{error}; restore the run's {CONFIG_FILE} or use another --out")
+        if differences and not _nothing_spent(run_dir):
             fail(
                 f"run folder {run_dir} was started with other settings ({'; '.join(differences)}); "
                 "use another --out, or the same settings to resume"
             )
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        fail(f"run folder {run_dir} is not empty and holds no {CONFIG_FILE}; refusing to write into it")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        if differences:
+            log.info("run folder held no evaluations; starting it afresh with new settings: %s", "; ".join(differences))
     config.save(run_dir)
-    return run_dir
+
+
+def _restore_store(budgeted: BudgetedEvaluator, store: EvaluationStore, log: logging.Logger) -> int:
+    """Write into the store every ledger entry it lacks (a crash between the two writes, or a deleted store)."""
+    restored = 0
+    for entry in budgeted.entries():
+        key = evaluation_key(entry.result.candidate, budgeted.task, budgeted.teacher_key, entry.fidelity)
+        if key not in store:
+            store.put(key, entry.result, task=budgeted.task, teacher_key=budgeted.teacher_key, fidelity=entry.fidelity)
+            restored += 1
+    if restored:
+        log.info("restored %d store row(s) from the ledger", restored)
+        console.print(f"restored {restored} evaluation(s) missing from {store.path} from the ledger", highlight=False)
+    return restored
 
 
 def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> Evaluator:
@@ -85,7 +131,7 @@ def _space(config: SearchConfig) -> SearchSpace:
     """The space YAML (or the teacher's default space) with the run's deployment limits replacing its own."""
     if config.space is not None:
         return SearchSpace.from_yaml(config.space).with_limits(config.limits())
-    teacher_config = AutoConfig.from_pretrained(config.base or default_base_dir())
+    teacher_config = AutoConfig.from_pretrained(resolve_base_dir(config.base), local_files_only=True)
     fixed = DEFAULT_FIXED | {"max_length": config.max_length}
     return SearchSpace.default_for(teacher_config, fixed=fixed, limits=config.limits())
 
@@ -148,25 +194,62 @@ def search(
     try:
         chosen_reward = make_reward(settings.reward, **settings.reward_options)
         chosen_agent = make_agent(settings.agent, **settings.agent_options)
-    except ValueError as error:
-        fail(str(error))
-    try:
         search_space = _space(settings)
     except (AssetError, ValueError, OSError) as error:
         fail(str(error))
-    run_dir = _prepare_run_dir(settings)
+    run_dir = settings.run_dir()
+    _check_run_dir(run_dir)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(run_dir):
+            _run(settings, run_dir, chosen_agent, chosen_reward, search_space)
+    except RunLocked as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"search in {run_dir} stopped: {error}")
+    except BaseException:
+        if created and run_dir.is_dir() and _nothing_spent(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_log(run_dir: Path) -> tuple[logging.Logger, logging.Handler]:
     log = logging.getLogger("kdsearch.search")
     log.setLevel(logging.INFO)
     handler = logging.FileHandler(run_dir / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
-    store = EvaluationStore(run_dir / STORE_FILE)
+    return log, handler
+
+
+def _run(settings: SearchConfig, run_dir: Path, agent: Agent, reward: Reward, space: SearchSpace) -> None:
+    """The search itself, holding the run folder's lock: settings, evaluator, ledger, agent, frontier."""
+    log, handler = _run_log(run_dir)
     try:
+        _save_settings(settings, run_dir, log)
+        _search_locked(settings, run_dir, agent, reward, space, log)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _search_locked(
+    settings: SearchConfig, run_dir: Path, agent: Agent, reward: Reward, space: SearchSpace, log: logging.Logger
+) -> None:
+    try:
+        store = EvaluationStore(run_dir / STORE_FILE)
         evaluator = _evaluator(settings, run_dir, store)
-    except (AssetError, ValueError, OSError) as error:
+    except (AssetError, ValueError, OSError, StoreError) as error:
         fail(str(error))
     if evaluator.task != settings.task:
         fail(f"the {settings.backend} backend holds task {evaluator.task!r}, not the run's task {settings.task!r}")
+    if settings.budget_unit == "evaluations" and settings.budget > space.num_valid():
+        console.print(
+            f"note: the budget of {settings.budget} evaluations is above the {space.num_valid()} valid candidates "
+            "of the space; the rest will stay unspent",
+            highlight=False,
+        )
     unit = "eval" if settings.budget_unit == "evaluations" else "step"
     bar = tqdm(total=settings.budget, desc=f"{settings.agent} budget", unit=unit)
 
@@ -191,20 +274,26 @@ def search(
         if best is not None:
             bar.set_postfix(best_reward=f"{best.reward:.3f}", best_val=f"{best.result.validation_accuracy or 0:.3f}")
 
-    budgeted = BudgetedEvaluator(
-        evaluator,
-        settings.budget,
-        record,
-        reward=chosen_reward,
-        history_path=run_dir / HISTORY_FILE,
-        unit=settings.budget_unit,
-    )
+    try:
+        budgeted = BudgetedEvaluator(
+            evaluator,
+            settings.budget,
+            record,
+            reward=reward,
+            history_path=run_dir / HISTORY_FILE,
+            unit=settings.budget_unit,
+        )
+        _restore_store(budgeted, store, log)
+    except (ValueError, StoreError) as error:
+        bar.close()
+        fail(str(error))
     bar.update(budgeted.spent)
     log.info("search started: %s (already spent %d of %d)", settings.model_dump_json(), budgeted.spent, settings.budget)
     try:
-        chosen_agent.run(budgeted, search_space, run_dir, seed=settings.seed)
-    except NoRoomForTrials as error:
-        fail(str(error))
+        agent.run(budgeted, space, run_dir, seed=settings.seed)
+    except (NoRoomForTrials, ValueError, StoreError) as error:
+        log.exception("search stopped by an error")
+        fail(f"{error} (details in {run_dir / LOG_FILE})")
     finally:
         bar.close()
         if isinstance(evaluator, RayEvaluator):
@@ -213,34 +302,51 @@ def search(
         seconds = sum(result.train_seconds or 0.0 for result in budgeted.results())
         spent = f"{budgeted.spent} of {budgeted.budget} {settings.budget_unit} on {len(budgeted)} evaluations"
         log.info("search stopped: %s (%.0f s of training); distillations in this process: %s", spent, seconds, trained)
-        log.removeHandler(handler)
-        handler.close()
     console.print(f"spent {spent} ({seconds:.0f} s of training)", highlight=False)
-    if budgeted.remaining and budgeted.unit == "evaluations" and len(budgeted) >= search_space.num_valid():
-        console.print(f"every valid candidate of the space was evaluated; {budgeted.remaining} left unspent")
+    if budgeted.remaining:
+        console.print(
+            f"note: {budgeted.remaining} {settings.budget_unit} left unspent: {_why_unspent(budgeted, space)}"
+        )
     results = most_trained(row.result for row in store.rows(task=settings.task))
     frontier_table(results, FRONTIER_OBJECTIVES).to_csv(run_dir / FRONTIER_CSV, index=False)
     pareto(run_dir, objectives=",".join(FRONTIER_OBJECTIVES), compare=None, json_output=False, reference=None)
+
+
+def _why_unspent(budgeted: BudgetedEvaluator, space: SearchSpace) -> str:
+    evaluated = {entry.candidate.content_hash() for entry in budgeted.entries()}
+    if len(evaluated) >= space.num_valid():
+        return f"every one of the {space.num_valid()} valid candidates of the space was evaluated"
+    if budgeted.unit == "steps":
+        return "the agent's next request cost more steps than were left"
+    return "the agent stopped before spending it (see the run's search.log)"
 
 
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A search run folder.", show_default=False)],
     rank: Annotated[int, typer.Option(min=1, help="1 = the most accurate frontier student.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Destination (default RUN_DIR/students/rank-K).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a destination that exists and is not empty.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Save the rank-K student of a run's (accuracy, latency) frontier: it is distilled again, deterministically."""
     if not (run_dir / CONFIG_FILE).is_file():
         fail(f"{run_dir} is not a search run folder (no {CONFIG_FILE})")
-    settings = SearchConfig.load(run_dir / CONFIG_FILE)
-    rows = EvaluationStore(run_dir / STORE_FILE, create=False).rows(task=settings.task)
+    destination = out or run_dir / "students" / f"rank-{rank}"
+    try:
+        settings = SearchConfig.load(run_dir / CONFIG_FILE)
+        check_folder_destination(destination, force=force, protected=[run_dir])
+        rows = EvaluationStore(run_dir / STORE_FILE, create=False).rows(task=settings.task)
+    except (ValueError, StoreError, OSError) as error:
+        fail(str(error))
     members = frontier(most_trained(row.result for row in rows), FRONTIER_OBJECTIVES)
     if rank > len(members):
         fail(f"rank {rank} is beyond the frontier of {run_dir}, which has {len(members)} students")
     chosen = members[rank - 1]
-    destination = out or run_dir / "students" / f"rank-{rank}"
-    teacher = get_teacher(settings.task, base_dir=settings.base, progress=not json_output)
-    evaluator = StudentEvaluator(teacher, load_task(settings.task, progress=False), progress=not json_output)
+    try:
+        teacher = get_teacher(settings.task, base_dir=settings.base, progress=not json_output)
+        evaluator = StudentEvaluator(teacher, load_task(settings.task, progress=False), progress=not json_output)
+    except (AssetError, ValueError, OSError) as error:
+        fail(str(error))
     result = evaluator.evaluate(chosen.candidate, out_dir=destination)
     if result.status != "ok":
         fail(f"re-distilling rank {rank} ({chosen.candidate.summary()}) {result.status}: {result.error}")
@@ -248,7 +354,7 @@ def export(
         print(result.model_dump_json(indent=2))
         return
     console.print(
-        f"rank {rank}: {chosen.candidate.summary()} — stored accuracy {chosen.accuracy:.4f}, re-distilled "
-        f"{result.accuracy:.4f}; saved to {result.student_path}",
+        f"rank {rank}: {chosen.candidate.summary()} — stored validation accuracy {chosen.validation_accuracy:.4f}, "
+        f"re-distilled {result.validation_accuracy:.4f} (test {result.accuracy:.4f}); saved to {result.student_path}",
         highlight=False,
     )

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from envs.store import EXPORT_SUFFIXES, STATUSES, EvaluationStore, StoredEvaluation, StoreError
-from search.console import JsonFlag, console, fail
+from search.console import JsonFlag, console, fail, guarded
+from search.destinations import DestinationError, check_file_destination
 
 store_app = typer.Typer(help="Inspect and export an evaluation store.", no_args_is_help=True)
 StorePath = Annotated[
@@ -35,6 +36,7 @@ def _params(value: int | None) -> str:
 
 
 @store_app.command("ls")
+@guarded
 def list_evaluations(
     store_path: StorePath,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
@@ -80,6 +82,7 @@ def _find(store: EvaluationStore, prefix: str) -> StoredEvaluation:
 
 
 @store_app.command()
+@guarded
 def show(
     store_path: StorePath,
     key_prefix: Annotated[
@@ -128,14 +131,20 @@ def show(
 
 
 @store_app.command()
+@guarded
 def export(
     store_path: StorePath,
     out: Annotated[
         Path, typer.Argument(metavar="OUT", help="Output file ending in .csv or .jsonl.", show_default=False)
     ],
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Export every stored evaluation to CSV (flat columns) or JSON Lines (full records)."""
     if out.suffix not in EXPORT_SUFFIXES:
         fail(f"output {str(out)!r} must end in {' or '.join(EXPORT_SUFFIXES)}")
-    count = _open(store_path).export(out)
+    try:
+        check_file_destination(out, force=force)
+        count = _open(store_path).export(out)
+    except (DestinationError, StoreError, OSError) as error:
+        fail(str(error))
     console.print(f"exported {count} evaluation(s) to {out}", highlight=False)
