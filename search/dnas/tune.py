@@ -241,7 +241,10 @@ def read_trials(path: Path) -> dict[tuple[float, int], TrialOutcome]:
     no final newline) is cut off, any other bad line is a :class:`TrialRecordError` naming the file and line."""
     if not path.exists():
         return {}
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise TrialRecordError(f"{path} is not a DNAS trial record file (not UTF-8 text: {error})") from None
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
         with path.open("r+", encoding="utf-8") as out:
