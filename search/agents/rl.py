@@ -320,13 +320,19 @@ class PolicySearch(Agent):
         return {
             "candidates_per_rollout": self.candidates_per_rollout,
             "minibatches": self.minibatches,
+            **self.ppo_settings(),
+            "patience": self.patience,
+        }
+
+    def ppo_settings(self) -> dict[str, Any]:
+        """The PPO hyperparameters passed through to stable-baselines3 as they are."""
+        return {
             "n_epochs": self.n_epochs,
             "learning_rate": self.learning_rate,
             "ent_coef": self.ent_coef,
             "clip_range": self.clip_range,
             "gamma": self.gamma,
             "gae_lambda": self.gae_lambda,
-            "patience": self.patience,
         }
 
     @abstractmethod
@@ -366,12 +372,7 @@ class PolicySearch(Agent):
         return {
             "n_steps": n_steps,
             "batch_size": n_steps * copies // self.minibatches,
-            "n_epochs": self.n_epochs,
-            "learning_rate": self.learning_rate,
-            "ent_coef": self.ent_coef,
-            "clip_range": self.clip_range,
-            "gamma": self.gamma,
-            "gae_lambda": self.gae_lambda,
+            **self.ppo_settings(),
             "seed": seed,
         }
 

@@ -52,7 +52,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 
 from envs.ray_evaluator import init_local_ray, prepare_ray_temp_dir
-from kdlib.atomic import write_json_atomic
+from kdlib.atomic import read_appended_lines, write_json_atomic
 from kdlib.hashing import sha256_json
 from kdlib.specs import StudentSpec
 from kdlib.student_eval import StudentEvaluator
@@ -239,18 +239,8 @@ def append_trial(path: Path, outcome: TrialOutcome) -> None:
 def read_trials(path: Path) -> dict[tuple[float, int], TrialOutcome]:
     """The last record of each (beta, seed) in ``path`` (empty when absent); a torn last line (a crash mid-append:
     no final newline) is cut off, any other bad line is a :class:`TrialRecordError` naming the file and line."""
-    if not path.exists():
-        return {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise TrialRecordError(f"{path} is not a DNAS trial record file (not UTF-8 text: {error})") from None
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        with path.open("r+", encoding="utf-8") as out:
-            out.truncate(len(text.encode("utf-8")))
     outcomes: dict[tuple[float, int], TrialOutcome] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(read_appended_lines(path), start=1):
         try:
             outcome = TrialOutcome.from_dict(json.loads(line))
         except (KeyError, TypeError, ValueError) as error:
