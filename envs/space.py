@@ -568,7 +568,8 @@ class SearchSpace:
     def from_yaml(cls, path: str | Path) -> SearchSpace:
         """Load a space written by :meth:`to_yaml` (or by hand in the same form)."""
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            with Path(path).open(encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise ValueError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(data, Mapping):

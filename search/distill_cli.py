@@ -25,7 +25,8 @@ from search.model_options import collect_model_values, model_parameters
 def read_config_file(path: Path) -> dict[str, dict[str, Any]]:
     """A YAML or JSON file with optional ``spec`` and ``kd`` mappings (and an optional ``task``)."""
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        with path.open(encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         fail(f"cannot read config file {path}: {error}")
     if not isinstance(loaded, dict):

@@ -83,7 +83,8 @@ class SearchConfig(BaseModel):
         Raises ValueError naming ``path`` for unreadable YAML, a file that is not a mapping, or invalid settings.
         """
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            with path.open(encoding="utf-8") as handle:
+                data = yaml.safe_load(handle) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise ValueError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
