@@ -8,6 +8,10 @@ student (highest validation accuracy among those with a measured speed-up of at 
 is distilled again at the full budget and reported with its **test** and **OOD-test** accuracy and retention,
 beside the hand cut ``2L-H384-F384`` trained with the same recipe. Test numbers are read only here, for the report.
 
+``--arch-only`` fixes the recipe at the hand cut's (logit KD, alpha 0.5, T 2, constant schedule) and searches the
+architecture dimensions only; its ledgers are ``results/search_vs_hand/<agent>-arch/`` and its report
+``results/search_vs_hand_arch.md``.
+
 Resumable: each agent's ledger and state live in ``results/search_vs_hand/<agent>/`` and the re-trained rows in
 ``results/search_vs_hand/final.jsonl``; commit them, and a rerun continues where the last one stopped (a finished
 agent costs nothing).
@@ -37,6 +41,7 @@ from search.pareto import frontier, most_trained
 FOLDER = RESULTS / "search_vs_hand"
 FINAL = FOLDER / "final.jsonl"
 REPORT = RESULTS / "search_vs_hand.md"
+ARCH_REPORT = RESULTS / "search_vs_hand_arch.md"
 MAX_LENGTH = 64
 POINT = (1, 64)
 QUIET = "nothing else ran on the machine."
@@ -58,9 +63,19 @@ def space_for(evaluator: LiveEvaluator, full_steps: int, min_speedup: float) -> 
     return SearchSpace.default_for(config, fixed=fixed, limits=Limits(min_speedup=min_speedup))
 
 
-def run_agent(name: str, evaluator: LiveEvaluator, space: SearchSpace, step_budget: int) -> BudgetedEvaluator:
+def arch_space(evaluator: LiveEvaluator, full_steps: int, min_speedup: float) -> SearchSpace:
+    """:func:`space_for` with the KD dimensions fixed at the hand cut's recipe: only the architecture is searched."""
+    full = space_for(evaluator, full_steps, min_speedup)
+    recipe = {name: getattr(KDConfig(), name) for name in full.dimensions if name in KDConfig.model_fields}
+    dimensions = {name: choices for name, choices in full.dimensions.items() if name not in recipe}
+    return SearchSpace(full.teacher, dimensions, full.fixed | recipe, limits=full.limits)
+
+
+def run_agent(
+    name: str, evaluator: LiveEvaluator, space: SearchSpace, step_budget: int, suffix: str = ""
+) -> BudgetedEvaluator:
     """Run (or resume, or just reload) one agent's search; returns its budget ledger."""
-    folder = FOLDER / name
+    folder = FOLDER / f"{name}{suffix}"
     budgeted = BudgetedEvaluator(evaluator, step_budget, history_path=folder / HISTORY_FILE, unit="steps")
     started = time.perf_counter()
     make_agent(name, **AGENT_OPTIONS[name]).run(budgeted, space, folder, seed=0)
@@ -163,13 +178,17 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="report the ledgers and rows recorded so far; train nothing"
     )
+    parser.add_argument(
+        "--arch-only", action="store_true", help="fix the recipe at the hand cut's and search the architecture only"
+    )
     args = parser.parse_args()
+    suffix = "-arch" if args.arch_only else ""
     teacher_eval = default_evaluator(progress=False)
     store = EvaluationStore(Path(os.environ.get("KDSEARCH_HOME", Path.home() / ".cache" / "kdsearch")) / "svh.sqlite")
     evaluator = LiveEvaluator(
         teacher_eval.task, teacher=teacher_eval.teacher, fidelity="full", store=store, progress=False
     )
-    space = space_for(evaluator, args.full_steps, args.min_speedup)
+    space = (arch_space if args.arch_only else space_for)(evaluator, args.full_steps, args.min_speedup)
     done = final_rows(FINAL)
     hand = Candidate(spec=HAND, kd=KDConfig(max_steps=args.full_steps, max_length=MAX_LENGTH))
     hand_key = f"hand:{hand.content_hash()}"
@@ -179,13 +198,14 @@ def main() -> None:
     if not args.report_only or hand_key in done:
         hand_result = retrained("hand", hand, evaluator, done)
         rows.append(report_row("hand cut 2L-H384-F384", hand_result, None))
-    for name in args.agents:
+    for agent in args.agents:
+        name = f"{agent}{suffix}"
         if args.report_only:
             budgeted = BudgetedEvaluator(
                 evaluator, args.step_budget, history_path=FOLDER / name / HISTORY_FILE, unit="steps"
             )
         else:
-            budgeted = run_agent(name, evaluator, space, args.step_budget)
+            budgeted = run_agent(agent, evaluator, space, args.step_budget, suffix)
         best = best_fast_student(budgeted, args.min_speedup)
         key = None if best is None else f"{name}:{full_candidate(best.candidate, args.full_steps).content_hash()}"
         if best is None or (args.report_only and key not in done):
@@ -202,8 +222,9 @@ def main() -> None:
             "# Searched students against a hand cut (rt-polarity)",
             f"Command: `{command_line()}`. Machine state: {args.context}",
             environment_line(),
-            f"Space: the default space with every candidate's budget {args.full_steps} steps, under --min-speedup "
-            f"{args.min_speedup} (FLOPs, 1 x 64); fixed fields {json.dumps(space.fixed)}. Budget per agent: "
+            f"Space: the default space{' with the recipe fixed (architecture only)' if args.arch_only else ''} with "
+            f"every candidate's budget {args.full_steps} steps, under --min-speedup {args.min_speedup} (FLOPs, 1 x "
+            f"64): {space.num_valid()} valid candidates; fixed fields {json.dumps(space.fixed)}. Budget per agent: "
             f"{args.step_budget} training steps (each evaluation charged the steps it trains). Agent options: "
             f"{json.dumps({name: AGENT_OPTIONS[name] for name in args.agents})}.",
             "Each agent's row: its best frontier student (validation accuracy x measured speed-up, both from the "
@@ -226,7 +247,7 @@ def main() -> None:
             target_check(hand_result, found, args.min_speedup),
         ]
     )
-    REPORT.write_text(text + "\n")
+    (ARCH_REPORT if args.arch_only else REPORT).write_text(text + "\n")
     print(text)
 
 
