@@ -63,6 +63,7 @@ def test_four_candidates_run_in_parallel_into_the_store(pool: RayEvaluator) -> N
     assert pool.temp_dir is not None and pool.temp_dir.is_relative_to(pool.run_dir.resolve())
     assert len(os.fsencode(pool.temp_dir)) > MAX_TEMP_DIR_BYTES and (pool.temp_dir / "session_latest").is_dir()
     assert (pool.run_dir / "ray_tmp").stat().st_mode & 0o777 == 0o700
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
     candidates = [toy_candidate(num_layers=n, ffn_size=f) for n in (1, 2) for f in (32, 64)]
     results = pool.evaluate_many([*candidates, candidates[0]])
     assert [r.status for r in results] == ["ok"] * 5, [r.error for r in results]
