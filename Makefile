@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONSTRAINTS ?= constraints-cpu.txt
-STAMP := $(VENV)/.kdsearch-installed
+STAMP := $(VENV)/.distilsearch-installed
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -21,9 +21,9 @@ venv: $(STAMP)
 DEMO_RUN ?= results/runs/demo
 
 demo: venv
-	$(BIN)/kdsearch assets
-	$(BIN)/kdsearch teacher --task rt-polarity
-	$(BIN)/kdsearch search --task rt-polarity --agent random --budget 3 --fidelity low --min-speedup 3 --out $(DEMO_RUN)
+	$(BIN)/distilsearch assets
+	$(BIN)/distilsearch teacher --task rt-polarity
+	$(BIN)/distilsearch search --task rt-polarity --agent random --budget 3 --fidelity low --min-speedup 3 --out $(DEMO_RUN)
 
 test: venv
 	$(BIN)/python -m pytest

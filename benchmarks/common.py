@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from kdlib.environment import environment_info
-from kdlib.student_eval import StudentEvaluator
-from kdlib.tasks import load_task
-from kdlib.teacher import get_teacher
+from distilsearch.kdlib.core.versions import runtime_versions
+from distilsearch.kdlib.data.tasks import load_task
+from distilsearch.kdlib.student_evaluator import StudentEvaluator
+from distilsearch.kdlib.training.teacher import get_teacher
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -24,7 +24,7 @@ def default_evaluator(task: str = "rt-polarity", progress: bool = False, **optio
 
 def environment_line() -> str:
     """One markdown line naming the machine and versions the numbers come from."""
-    info = environment_info()
+    info = runtime_versions()
     return (
         f"Machine: {platform.machine()}, {info['cpu_count']} CPUs, torch {info['torch']} "
         f"({torch.get_num_threads()} threads), transformers {info['transformers']}, Python {info['python']}; "

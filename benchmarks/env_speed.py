@@ -1,6 +1,6 @@
-"""Raw environment steps per second of kdsearch/StudentSearch-v0 and kdsearch/StudentSearchOneShot-v0 on the table
-backend, with random valid actions (sampled before timing; the sequential env picks uniformly among the masked-valid
-choices at each step, reading ``action_masks()`` as MaskablePPO does).
+"""Raw environment steps per second of distilsearch/StudentSearch-v0 and distilsearch/StudentSearchOneShot-v0 on the
+table backend, with random valid actions (sampled before timing; the sequential env picks uniformly among the
+masked-valid choices at each step, reading ``action_masks()`` as MaskablePPO does).
 
 The benchmark table is SYNTHETIC: made-up metrics for every valid candidate of a small space, written to a temporary
 folder; only the speed of the environment is measured. Every candidate is stepped through once before timing, so the
@@ -25,10 +25,10 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers the environment ids)
-from envs.evaluators import TableEvaluator, write_table
-from envs.rewards import MnasNetReward
-from envs.space import SearchSpace, TeacherShape
-from kdlib.candidate import Candidate, EvalResult, LatencyPoint
+from distilsearch.envs.evaluators import TableEvaluator, write_table
+from distilsearch.envs.rewards import MnasNetReward
+from distilsearch.envs.space import SearchSpace, TeacherShape
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult, LatencyPoint
 
 SPACE = SearchSpace(
     TeacherShape(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
@@ -151,8 +151,8 @@ def main() -> None:
             results, Path(folder) / "synthetic.parquet", task="synthetic", teacher_key="synthetic", fidelity="synthetic"
         )
         for env_id, runner in (
-            ("kdsearch/StudentSearchOneShot-v0", lambda env: one_shot_runner(env, actions)),
-            ("kdsearch/StudentSearch-v0", lambda env: sequential_runner(env, draws)),
+            ("distilsearch/StudentSearchOneShot-v0", lambda env: one_shot_runner(env, actions)),
+            ("distilsearch/StudentSearch-v0", lambda env: sequential_runner(env, draws)),
         ):
             made = gym.make(env_id, evaluator=TableEvaluator(path), space=SPACE, reward=reward)
             made.reset(seed=0)

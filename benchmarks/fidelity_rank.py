@@ -26,12 +26,12 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
-from envs.limits import Limits
-from envs.space import DEFAULT_FIXED, SearchSpace
-from kdlib.candidate import Candidate, EvalResult
-from kdlib.distiller import curve_checkpoints
-from kdlib.evaluation import labels_of
-from kdlib.student_eval import StudentEvaluator
+from distilsearch.envs.limits import Limits
+from distilsearch.envs.space import DEFAULT_FIXED, SearchSpace
+from distilsearch.kdlib.measure.scoring import labels_of
+from distilsearch.kdlib.student_evaluator import StudentEvaluator
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.kdlib.training.distiller import curve_checkpoints
 
 ROWS = RESULTS / "fidelity_rank.jsonl"
 REPORT = RESULTS / "fidelity_rank.md"

@@ -13,9 +13,9 @@ import argparse
 import statistics
 
 from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
-from kdlib.candidate import Candidate
-from kdlib.latency import LatencyProtocol
-from kdlib.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.measure.latency import LatencyProtocol
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 
 SPEC = StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768)
 ARMS = {"logit KD (alpha 0.5, T 2)": 0.5, "labels only (alpha 0)": 0.0}

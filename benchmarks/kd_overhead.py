@@ -1,9 +1,9 @@
 """Cost of one logit-KD training step with the teacher-logit cache, relative to plain fine-tuning.
 
 The student (2 layers, hidden 192, 6 heads, FFN 768, cut from the rt-polarity teacher) is trained by
-``kdlib.finetune.fine_tune`` (labels only) and by ``kdlib.distiller.distill`` (alpha 0.5, temperature 2) with cached
-teacher logits, and, for reference, with the teacher run online on every batch (no cache). Per-step time is
-measured differentially, (t(2N steps) - t(N steps)) / N, which cancels set-up and the final validation pass; the
+``kdlib.training.finetune.fine_tune`` (labels only) and by ``kdlib.training.distiller.distill`` (alpha 0.5, temperature
+2) with cached teacher logits, and, for reference, with the teacher run online on every batch (no cache). Per-step time
+is measured differentially, (t(2N steps) - t(N steps)) / N, which cancels set-up and the final validation pass; the
 three variants are interleaved and repeated, and the median per-step time of each is reported. Only ratios measured
 in the same run are compared (the machine is shared and noisy).
 
@@ -20,10 +20,10 @@ import time
 import torch
 
 from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
-from kdlib.cutting import cut_student
-from kdlib.distiller import distill
-from kdlib.finetune import FineTuneRecipe, fine_tune
-from kdlib.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.students.cutting import cut_student
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.training.distiller import distill
+from distilsearch.kdlib.training.finetune import FineTuneRecipe, fine_tune
 
 SPEC = StudentSpec(
     num_layers=2,

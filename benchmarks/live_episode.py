@@ -1,4 +1,4 @@
-"""One live episode of kdsearch/StudentSearch-v0 on the real rt-polarity teacher at the lowest fidelity.
+"""One live episode of distilsearch/StudentSearch-v0 on the real rt-polarity teacher at the lowest fidelity.
 
 Random masked actions choose a student and a KD recipe one decision at a time; the terminal step distils and
 measures it for real (``LiveEvaluator``, fidelity ``low``). Reports the wall time of the episode and of the
@@ -20,10 +20,10 @@ import numpy as np
 
 import envs  # noqa: F401  (registers the environment ids)
 from benchmarks.common import RESULTS, command_line, environment_line
-from envs.live import LiveEvaluator
-from envs.rewards import WeightedReward
-from envs.space import DEFAULT_FIXED, SearchSpace
-from envs.store import EvaluationStore
+from distilsearch.envs.live import LiveEvaluator
+from distilsearch.envs.rewards import WeightedReward
+from distilsearch.envs.space import DEFAULT_FIXED, SearchSpace
+from distilsearch.envs.store import EvaluationStore
 
 
 def main() -> None:
@@ -32,14 +32,14 @@ def main() -> None:
     parser.add_argument("--fidelity", default="low")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="kdsearch-live-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="distilsearch-live-") as scratch:
         store = EvaluationStore(Path(scratch) / "store.sqlite")
         evaluator = LiveEvaluator("rt-polarity", fidelity=args.fidelity, store=store, progress=True)
         ready = time.perf_counter()
         space = SearchSpace.default_for(
             evaluator.student_evaluator.teacher_config, fixed=DEFAULT_FIXED | {"max_length": 64}
         )
-        env = gym.make("kdsearch/StudentSearch-v0", evaluator=evaluator, space=space, reward=WeightedReward())
+        env = gym.make("distilsearch/StudentSearch-v0", evaluator=evaluator, space=space, reward=WeightedReward())
         rng = np.random.default_rng(args.seed)
         env.reset(seed=args.seed)
         episode_started = time.perf_counter()

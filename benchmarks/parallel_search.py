@@ -1,7 +1,7 @@
 """Wall time of the same live search with 1 and with K evaluation workers.
 
-Runs ``kdsearch search --agent random --budget B --fidelity low --seed S`` on rt-polarity once per worker count, each
-into a fresh run folder (the teacher, the tokenized data and the teacher logits come from the shared cache, warm
+Runs ``distilsearch search --agent random --budget B --fidelity low --seed S`` on rt-polarity once per worker count,
+each into a fresh run folder (the teacher, the tokenized data and the teacher logits come from the shared cache, warm
 after the first run; no evaluation is reused). Random search proposes the same candidates for any number of workers,
 so the runs distil identical students and only the parallelism differs. One worker is the plain live evaluator in
 the search process (torch on every core); K workers are a local Ray with K one-thread workers. Writes
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, command_line, environment_line, markdown_table
 
-KDSEARCH = Path(sys.executable).with_name("kdsearch")
+KDSEARCH = Path(sys.executable).with_name("distilsearch")
 
 
 def ledger(run_dir: Path) -> list[dict]:
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rows, walls, students = [], {}, {}
-    with tempfile.TemporaryDirectory(prefix="kdsearch-parallel-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="distilsearch-parallel-") as scratch:
         for workers in args.workers:
             run_dir = Path(scratch) / f"workers-{workers}"
             walls[workers] = search(run_dir, workers, args.budget, args.seed)
@@ -75,7 +75,7 @@ def main() -> None:
         environment_line(),
         "",
         f"Random search, rt-polarity, budget {args.budget}, fidelity low, seed {args.seed}; wall time of the whole "
-        "`kdsearch search` process (start-up, Ray and workers, the evaluations, the frontier and plots).",
+        "`distilsearch search` process (start-up, Ray and workers, the evaluations, the frontier and plots).",
         "",
         markdown_table(
             [

@@ -14,8 +14,8 @@ import argparse
 import pandas as pd
 
 from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
-from kdlib.candidate import Candidate, EvalResult
-from kdlib.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 
 TINYBERT = {"hidden_weight": 1.0, "attention_weight": 1.0, "embedding_weight": 1.0}
 H384_F384 = {"num_layers": 2, "hidden_size": 384, "num_heads": 12, "ffn_size": 384}

@@ -28,15 +28,15 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
-from envs.limits import Limits
-from envs.live import LiveEvaluator
-from envs.space import DEFAULT_FIXED, SearchSpace
-from envs.store import EvaluationStore
-from kdlib.candidate import Candidate, EvalResult
-from kdlib.specs import KDConfig, StudentSpec
-from search.agents import make_agent
-from search.budget import HISTORY_FILE, BudgetedEvaluator
-from search.pareto import frontier, most_trained
+from distilsearch.envs.limits import Limits
+from distilsearch.envs.live import LiveEvaluator
+from distilsearch.envs.space import DEFAULT_FIXED, SearchSpace
+from distilsearch.envs.store import EvaluationStore
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.search.agents import make_agent
+from distilsearch.search.budget import HISTORY_FILE, BudgetedEvaluator
+from distilsearch.search.pareto import frontier, most_trained
 
 FOLDER = RESULTS / "search_vs_hand"
 FINAL = FOLDER / "final.jsonl"
@@ -184,7 +184,9 @@ def main() -> None:
     args = parser.parse_args()
     suffix = "-arch" if args.arch_only else ""
     teacher_eval = default_evaluator(progress=False)
-    store = EvaluationStore(Path(os.environ.get("KDSEARCH_HOME", Path.home() / ".cache" / "kdsearch")) / "svh.sqlite")
+    store = EvaluationStore(
+        Path(os.environ.get("DISTILSEARCH_HOME", Path.home() / ".cache" / "distilsearch")) / "svh.sqlite"
+    )
     evaluator = LiveEvaluator(
         teacher_eval.task, teacher=teacher_eval.teacher, fidelity="full", store=store, progress=False
     )

@@ -1,15 +1,16 @@
 """envs: the StudentSearch Gymnasium environments, evaluators and the evaluation store.
 
-Importing the package registers ``kdsearch/StudentSearch-v0`` and ``kdsearch/StudentSearchOneShot-v0`` with
-Gymnasium, so ``gymnasium.make("kdsearch/StudentSearch-v0", evaluator=..., space=..., reward=...)`` works after
-``import envs`` (or, without the import, ``gymnasium.make("envs:kdsearch/StudentSearch-v0", ...)``).
+Importing the package registers ``distilsearch/StudentSearch-v0`` and ``distilsearch/StudentSearchOneShot-v0`` with
+Gymnasium, so ``gymnasium.make("distilsearch/StudentSearch-v0", evaluator=..., space=..., reward=...)`` works after
+``import distilsearch.envs`` (or, without the import,
+``gymnasium.make("distilsearch.envs:distilsearch/StudentSearch-v0", ...)``).
 """
 
 import gymnasium
 
 ENV_IDS = {
-    "kdsearch/StudentSearch-v0": "envs.student_search:StudentSearchEnv",
-    "kdsearch/StudentSearchOneShot-v0": "envs.student_search:StudentSearchOneShotEnv",
+    "distilsearch/StudentSearch-v0": "distilsearch.envs.student_search:StudentSearchEnv",
+    "distilsearch/StudentSearchOneShot-v0": "distilsearch.envs.student_search:StudentSearchOneShotEnv",
 }
 
 for _env_id, _entry_point in ENV_IDS.items():

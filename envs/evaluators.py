@@ -36,9 +36,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from envs.fidelity import Fidelity, get_fidelity
-from kdlib.candidate import Candidate, EvalResult, LatencyPoint
-from kdlib.hashing import sha256_json
+from distilsearch.envs.fidelity import Fidelity, get_fidelity
+from distilsearch.kdlib.core.hashing import sha256_json
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult, LatencyPoint
 
 META_COLUMNS = ("task", "teacher_key", "fidelity")
 SCALAR_COLUMNS = (
@@ -91,7 +91,8 @@ class Evaluator(Protocol):
 @runtime_checkable
 class BatchEvaluator(Evaluator, Protocol):
     """An evaluator that runs several candidates at once, e.g. on a pool of workers
-    (:class:`~envs.ray_evaluator.RayEvaluator`); ``parallelism`` is how many it can run at the same time."""
+    (:class:`~distilsearch.envs.ray_evaluator.RayEvaluator`); ``parallelism`` is how many it can run at the same
+    time."""
 
     @property
     def parallelism(self) -> int:

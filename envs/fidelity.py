@@ -22,9 +22,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from kdlib.candidate import Candidate
-from kdlib.distiller import budget_steps
-from kdlib.specs import KDConfig
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.kdlib.students.specs import KDConfig
+from distilsearch.kdlib.training.distiller import budget_steps
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

@@ -1,12 +1,13 @@
 """Deployment limits of a search space, checked analytically from a student's sizes before anything trains.
 
 * ``min_speedup``: teacher FLOPs / student FLOPs of one forward at batch 1 x 64 tokens
-  (:func:`kdlib.flops.theoretical_speedup`); weight bits do not change FLOPs.
-* ``max_params``: total parameters of the student (:func:`kdlib.footprint.bert_parameter_count`) with the teacher's
+  (:func:`distilsearch.kdlib.measure.flops.theoretical_speedup`); weight bits do not change FLOPs.
+* ``max_params``: total parameters of the student (:func:`kdlib.measure.footprint.bert_parameter_count`) with the
+teacher's
   vocabulary, positions, token types and labels.
 * ``max_size_mb``: megabytes (10^6 bytes) of the student's weights at its ``weight_bits``
-  (:func:`kdlib.footprint.bert_weight_bytes`: fp32 tensor data of the safetensors file for 32 bits, the packed size
-  of :func:`kdlib.quantization.quantized_size_bytes` for 8 and 2 bits).
+  (:func:`kdlib.measure.footprint.bert_weight_bytes`: fp32 tensor data of the safetensors file for 32 bits, the packed
+  size of :func:`distilsearch.kdlib.students.quantization.quantized_size_bytes` for 8 and 2 bits).
 
 ``trim_vocab`` students are counted with the teacher's full vocabulary: the trimmed size depends on the task's data,
 which the space does not know, so their parameters and size are upper bounds (a trimmed student that would fit may
@@ -27,7 +28,7 @@ import numpy as np
 if TYPE_CHECKING:
     from transformers import BertConfig
 
-    from envs.space import TeacherShape
+    from distilsearch.envs.space import TeacherShape
 
 SPEEDUP_SHAPE = (1, 64)
 MEGABYTE = 1_000_000
@@ -136,8 +137,8 @@ def teacher_config(teacher: TeacherShape) -> BertConfig:
 
 def measure(name: str, teacher: TeacherShape, values: Mapping[str, Any]) -> float:
     """The value limit ``name`` checks for a student with ``values`` (the fields of :data:`INPUTS`)."""
-    from kdlib.flops import theoretical_speedup  # imports torch: see bert_config
-    from kdlib.footprint import bert_parameter_count, bert_weight_bytes
+    from distilsearch.kdlib.measure.flops import theoretical_speedup  # imports torch: see bert_config
+    from distilsearch.kdlib.measure.footprint import bert_parameter_count, bert_weight_bytes
 
     config = bert_config(teacher, *(int(values[field]) for field in SIZES), num_heads=1)
     if name == "min_speedup":

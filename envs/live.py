@@ -1,38 +1,42 @@
-"""The live backend: an :class:`~envs.evaluators.Evaluator` that really distils and measures each candidate.
+"""The live backend: an :class:`~distilsearch.envs.evaluators.Evaluator` that really distils and measures each
+candidate.
 
 :class:`LiveEvaluator` loads (or fine-tunes and caches) the teacher and loads the task once, builds one
-:class:`~kdlib.student_eval.StudentEvaluator`, and evaluates candidates at a :mod:`fidelity <envs.fidelity>` level
-through an :class:`~envs.store.EvaluationStore`: a candidate already stored (by this process or any other on the
-host) costs no training, and the store's leases keep concurrent workers from distilling the same one twice.
+:class:`~distilsearch.kdlib.student_evaluator.StudentEvaluator`, and evaluates candidates at a :mod:`fidelity
+<distilsearch.envs.fidelity>` level through an :class:`~distilsearch.envs.store.EvaluationStore`: a candidate already
+stored (by this process or any other on the host) costs no training, and the store's leases keep concurrent workers from
+distilling the same one twice.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
-from envs.store import EvaluationStore, evaluation_key
-from kdlib.candidate import Candidate, EvalResult
-from kdlib.finetune import FineTuneRecipe
-from kdlib.latency import LatencyProtocol
-from kdlib.student_eval import DEFAULT_LATENCY, StudentEvaluator
-from kdlib.task_registry import TaskData
-from kdlib.tasks import load_task
-from kdlib.teacher import Teacher, get_teacher
+from distilsearch.envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
+from distilsearch.envs.store import EvaluationStore, evaluation_key
+from distilsearch.kdlib.data.task_registry import TaskData
+from distilsearch.kdlib.data.tasks import load_task
+from distilsearch.kdlib.measure.latency import LatencyProtocol
+from distilsearch.kdlib.student_evaluator import DEFAULT_LATENCY, StudentEvaluator
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.kdlib.training.finetune import FineTuneRecipe
+from distilsearch.kdlib.training.teacher import Teacher, get_teacher
 
 
 class LiveEvaluator:
     """Distils and measures candidates of one task against one teacher at one fidelity level.
 
-    ``task`` is a registered task name or an already-loaded :class:`~kdlib.task_registry.TaskData`; ``teacher`` an
-    already-built :class:`~kdlib.teacher.Teacher` (then ``teacher_recipe`` and ``base_dir`` must stay None), else
-    :func:`~kdlib.teacher.get_teacher` builds or reuses the cached one. Results are stored in ``store``; without a
-    store they are kept in memory for this evaluator's lifetime. With ``students_dir``, every ``ok`` student is
-    exported to ``students_dir/<evaluation key>``.
+    ``task`` is a registered task name or an already-loaded :class:`~distilsearch.kdlib.data.task_registry.TaskData`;
+    ``teacher`` an already-built :class:`~distilsearch.kdlib.training.teacher.Teacher` (then ``teacher_recipe`` and
+    ``base_dir`` must stay None), else
+    :func:`~distilsearch.kdlib.training.teacher.get_teacher` builds or reuses the cached one. Results are stored in
+    ``store``; without a store they are kept in memory for this evaluator's lifetime. With ``students_dir``, every
+    ``ok`` student is exported to ``students_dir/<evaluation key>``.
 
     The result's candidate is the one actually trained (the level's budget, see
-    :func:`~envs.fidelity.apply_fidelity`), and its provenance names the level under ``"fidelity"``. ``fidelity`` is
-    the default level; :meth:`evaluate` takes another per request (e.g. a :func:`~envs.fidelity.rung`), and
+    :func:`~distilsearch.envs.fidelity.apply_fidelity`), and its provenance names the level under ``"fidelity"``.
+    ``fidelity`` is the default level; :meth:`evaluate` takes another per request (e.g. a
+    :func:`~distilsearch.envs.fidelity.rung`), and
     :meth:`cost_steps` prices a request in training steps.
     ``distillations`` counts candidates trained here; ``reused`` counts results taken from the store (or memory)
     instead; invalid candidates count in neither, as they are rejected before training.

@@ -1,8 +1,8 @@
-"""Parallel live evaluation on Ray: a pool of actors, each holding one :class:`~envs.live.LiveEvaluator`.
+"""Parallel live evaluation on Ray: a pool of actors, each holding one :class:`~distilsearch.envs.live.LiveEvaluator`.
 
 :class:`RayEvaluator` starts a private local Ray (or connects to ``address``), starts ``num_workers`` actors that each
 load the teacher and the task once, and spreads candidates over them. Every worker writes to the same SQLite
-:class:`~envs.store.EvaluationStore`, whose leases keep two workers from distilling the same candidate.
+:class:`~distilsearch.envs.store.EvaluationStore`, whose leases keep two workers from distilling the same candidate.
 
 Local Ray settings: CPUs = ``num_workers * num_cpus_per_eval`` (GPUs: none unless ``num_gpus_per_eval > 0``), the
 node's address 127.0.0.1 (:func:`init_local_ray`: every Ray server listens on the loopback interface only, always
@@ -46,13 +46,13 @@ import torch
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
-from envs.live import LiveEvaluator
-from envs.store import EvaluationStore, evaluation_key
-from kdlib.candidate import Candidate, EvalResult
-from kdlib.finetune import FineTuneRecipe
-from kdlib.latency import LatencyProtocol
-from kdlib.student_eval import DEFAULT_LATENCY
+from distilsearch.envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
+from distilsearch.envs.live import LiveEvaluator
+from distilsearch.envs.store import EvaluationStore, evaluation_key
+from distilsearch.kdlib.measure.latency import LatencyProtocol
+from distilsearch.kdlib.student_evaluator import DEFAULT_LATENCY
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.kdlib.training.finetune import FineTuneRecipe
 
 MAX_TEMP_DIR_BYTES = 40
 LOOPBACK = "127.0.0.1"

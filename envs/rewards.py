@@ -1,4 +1,5 @@
-"""Reward functions mapping an :class:`~kdlib.candidate.EvalResult` to a float, plus metric vectors for agents.
+"""Reward functions mapping an :class:`~distilsearch.kdlib.students.candidate.EvalResult` to a float, plus metric
+vectors for agents.
 
 Every reward declares, in the manner of CompilerGym's reward spaces, its ``range`` (the lowest and highest value it
 can return, penalty included), whether it is ``deterministic`` (re-evaluating a candidate gives the same value:
@@ -6,8 +7,8 @@ false as soon as it reads measured latency, which is noisy) and ``platform_depen
 depends on the machine).
 
 Selection discipline: every reward and :func:`objectives` read only what a search may select on -- validation
-accuracy and the OOD *dev* halves (:meth:`~kdlib.candidate.EvalResult.blinded` keeps exactly those) -- never the
-test split or the OOD test halves, which are for reporting.
+accuracy and the OOD *dev* halves (:meth:`~distilsearch.kdlib.students.candidate.EvalResult.blinded` keeps exactly
+those) -- never the test split or the OOD test halves, which are for reporting.
 
 A result with status ``failed`` or ``invalid`` earns the reward's ``penalty``. Unless given, the penalty is one below
 the lowest value a successful result can earn, so any successful candidate beats any broken one. A successful
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kdlib.candidate import EvalResult
+from distilsearch.kdlib.students.candidate import EvalResult
 
 Point = tuple[int, int]
 DEFAULT_POINT: Point = (1, 64)
@@ -57,7 +58,7 @@ def result_metrics(result: EvalResult) -> dict[str, Any]:
     ``ood_accuracy/<set>``, ``ood_dev_accuracy/<set>``, ``teacher_ood_accuracy/<set>``,
     ``teacher_ood_dev_accuracy/<set>``, and per latency point ``BxS``: ``latency_ms/BxS``,
     ``teacher_latency_ms/BxS``, ``speedup/BxS``, ``theoretical_speedup/BxS``. Test-derived keys are None for a
-    :meth:`~kdlib.candidate.EvalResult.blinded` result.
+    :meth:`~distilsearch.kdlib.students.candidate.EvalResult.blinded` result.
     """
     metrics: dict[str, Any] = {
         "status": result.status,

@@ -1,16 +1,17 @@
 """The search space: which StudentSpec / KDConfig fields are searched, their discrete choices and constraints.
 
-A :class:`SearchSpace` is an ordered list of dimensions, each a field of :class:`~kdlib.specs.StudentSpec` or
-:class:`~kdlib.specs.KDConfig` with a tuple of allowed values, plus fixed fields (constants) and the shape of the
-teacher. A point of the space is a *choice vector*: one index per dimension, in dimension order.
+A :class:`SearchSpace` is an ordered list of dimensions, each a field of
+:class:`~distilsearch.kdlib.students.specs.StudentSpec` or
+:class:`~distilsearch.kdlib.students.specs.KDConfig` with a tuple of allowed values, plus fixed fields (constants) and
+the shape of the teacher. A point of the space is a *choice vector*: one index per dimension, in dimension order.
 
 Validity rules, all known to :meth:`SearchSpace.validity_mask` and :meth:`SearchSpace.is_valid`:
 
 * every size (``num_layers``, ``hidden_size``, ``num_heads``, ``ffn_size``) is at most the teacher's;
 * ``hidden_size`` is divisible by ``num_heads``;
 * the declared :class:`Constraint` s ("when these dimensions take these values, forbid those values");
-* the deployment :class:`~envs.limits.Limits` (``min_speedup``, ``max_params``, ``max_size_mb``), computed
-  analytically from the sizes and ``weight_bits`` (see :mod:`envs.limits`); a limit no candidate meets is a
+* the deployment :class:`~distilsearch.envs.limits.Limits` (``min_speedup``, ``max_params``, ``max_size_mb``), computed
+  analytically from the sizes and ``weight_bits`` (see :mod:`distilsearch.envs.limits`); a limit no candidate meets is a
   ``ValueError`` at construction naming the limit and the best value the space reaches.
 
 Dimensions linked by a rule form a *component*; the valid combinations of each component are enumerated once, so
@@ -32,10 +33,10 @@ import numpy as np
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from envs.limits import INPUTS, Limits, best, describe, measure, meets, show
-from kdlib.candidate import Candidate
-from kdlib.hashing import sha256_json
-from kdlib.specs import KDConfig, StudentSpec
+from distilsearch.envs.limits import INPUTS, Limits, best, describe, measure, meets, show
+from distilsearch.kdlib.core.hashing import sha256_json
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 
 Value = int | float | str | bool | None
 Choices = tuple[int, ...]
@@ -506,7 +507,7 @@ class SearchSpace:
         * ``num_heads``: the divisors of the teacher's head count;
         * ``ffn_size``: 1/4, 1/2, 3/4 and all of the teacher's, rounded to multiples of 64 when a quarter is >= 64;
         * the KD and student choices of :data:`DEFAULT_CHOICES`; fixed fields :data:`DEFAULT_FIXED` (or ``fixed``);
-        * the deployment ``limits`` (:class:`~envs.limits.Limits` or its mapping form), none by default.
+        * the deployment ``limits`` (:class:`~distilsearch.envs.limits.Limits` or its mapping form), none by default.
         """
         teacher = teacher_config
         if not isinstance(teacher, TeacherShape):

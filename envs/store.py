@@ -35,8 +35,8 @@ from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from kdlib.candidate import Candidate, EvalResult, Status
-from kdlib.hashing import sha256_json
+from distilsearch.kdlib.core.hashing import sha256_json
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult, Status
 
 SCHEMA_VERSION = 1
 LATENCY_POINT = (1, 64)
@@ -267,9 +267,9 @@ class EvaluationStore:
         version = connection.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             newer = isinstance(version, int) and version > SCHEMA_VERSION
-            hint = "upgrade kdsearch to read it" if newer else "it was not written by kdsearch"
+            hint = "upgrade distilsearch to read it" if newer else "it was not written by distilsearch"
             raise StoreError(
-                f"evaluation store {self.path} has schema version {version!r}, but this kdsearch reads only "
+                f"evaluation store {self.path} has schema version {version!r}, but this distilsearch reads only "
                 f"version {SCHEMA_VERSION}; {hint}"
             )
         return True

@@ -1,27 +1,27 @@
 """Gymnasium environments whose actions choose a student and its KD recipe from a :class:`SearchSpace`.
 
-``StudentSearchEnv`` (``kdsearch/StudentSearch-v0``) takes one decision per step, in the space's dimension order,
+``StudentSearchEnv`` (``distilsearch/StudentSearch-v0``) takes one decision per step, in the space's dimension order,
 with a ``Discrete(max choices)`` action and ``action_masks()`` for MaskablePPO; ``StudentSearchOneShotEnv``
-(``kdsearch/StudentSearchOneShot-v0``) takes every decision in one step with a ``MultiDiscrete`` action.
+(``distilsearch/StudentSearchOneShot-v0``) takes every decision in one step with a ``MultiDiscrete`` action.
 
 Observations are one flat float32 Box in [0, 1]: for the sequential env, the one-hot of every decision made so far
 (``sum(space.sizes)`` entries), the one-hot of the step (``len(space.names) + 1`` entries, the last meaning "done")
 and the descriptor; for the one-shot env the descriptor alone. The descriptor is the teacher's
-:meth:`~envs.space.TeacherShape.features` followed by the caller's ``task_features`` (each in [0, 1]).
+:meth:`~distilsearch.envs.space.TeacherShape.features` followed by the caller's ``task_features`` (each in [0, 1]).
 
 The only reward is terminal: ``reward(evaluator.evaluate(candidate))``. The terminal ``info`` holds ``choices``,
 ``candidate`` (JSON), ``candidate_hash``, ``invalid_reason``, ``objectives`` (see
 :func:`envs.rewards.objectives`; None unless the result is ``ok``), ``provenance`` (JSON of the result's provenance:
 a ``"surrogate"`` key marks a prediction, not a measurement) and every metric of
-:func:`envs.rewards.result_metrics` of the :meth:`~kdlib.candidate.EvalResult.blinded` result: test and OOD-test
-metrics are None, since an agent selects on validation and OOD-dev data only. An invalid action -- out of range
-for the current dimension, masked out by
+:func:`envs.rewards.result_metrics` of the :meth:`~distilsearch.kdlib.students.candidate.EvalResult.blinded` result:
+test and OOD-test metrics are None, since an agent selects on validation and OOD-dev data only. An invalid action -- out
+of range for the current dimension, masked out by
 the constraints, or a one-shot combination that breaks them -- never raises: the episode terminates with
 ``reward.penalty``, ``info["status"] == "invalid"`` and the reason in ``info["invalid_reason"]``; the evaluator is
 not called.
 
-``limits`` (:class:`~envs.limits.Limits` or ``{"min_speedup": 3, "max_params": ..., "max_size_mb": ...}``) adds
-deployment limits to the space (each replacing the space's own): the env's ``space`` is then
+``limits`` (:class:`~distilsearch.envs.limits.Limits` or ``{"min_speedup": 3, "max_params": ..., "max_size_mb": ...}``)
+adds deployment limits to the space (each replacing the space's own): the env's ``space`` is then
 ``space.with_limits(limits)``, so masks and validity keep every candidate inside them.
 """
 
@@ -35,11 +35,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.evaluators import Evaluator
-from envs.limits import Limits
-from envs.rewards import Reward, WeightedReward, objectives, result_metrics
-from envs.space import Choices, SearchSpace
-from kdlib.candidate import Candidate, EvalResult
+from distilsearch.envs.evaluators import Evaluator
+from distilsearch.envs.limits import Limits
+from distilsearch.envs.rewards import Reward, WeightedReward, objectives, result_metrics
+from distilsearch.envs.space import Choices, SearchSpace
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 
 CACHE_SIZE = 100_000
 

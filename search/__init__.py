@@ -1,1 +1,1 @@
-"""search: agents, Pareto frontiers, reports and the ``kdsearch`` command line."""
+"""search: agents, Pareto frontiers, reports and the ``distilsearch`` command line."""

@@ -2,8 +2,8 @@
 
 Budget accounting (the same for every agent). A request is a candidate at a fidelity (None: the evaluator's own
 level); the ledger holds one entry per distinct request, keyed by the candidate's
-:meth:`~kdlib.candidate.Candidate.content_hash` and the fidelity's name, so one candidate at two rungs is two
-entries. A run's budget is counted in one of two units:
+:meth:`~distilsearch.kdlib.students.candidate.Candidate.content_hash` and the fidelity's name, so one candidate at two
+rungs is two entries. A run's budget is counted in one of two units:
 
 * ``evaluations``: each new request costs one unit, whether the wrapped evaluator trains it or finds it in its
   evaluation store (a store hit costs no training, but the run still spent one of its looks at the space);
@@ -16,7 +16,8 @@ Asking again for a request already in the ledger costs nothing and does not reac
 request that costs more than what is left raises :class:`BudgetExhausted`. Invalid choice vectors never reach an
 evaluator (the environments penalise them), so they cost nothing either; an evaluation that raises is not recorded.
 
-Selection discipline: agents see :meth:`~kdlib.candidate.EvalResult.blinded` results only (returned results,
+Selection discipline: agents see :meth:`~distilsearch.kdlib.students.candidate.EvalResult.blinded` results only
+(returned results,
 :meth:`~BudgetedEvaluator.lookup`, :attr:`~BudgetedEvaluator.history`, :attr:`~BudgetedEvaluator.best`); rewards
 read validation and OOD-dev data. Full results, test included, go to ``on_result`` and :meth:`~BudgetedEvaluator.
 results` for reporting.
@@ -42,11 +43,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from envs.evaluators import BatchEvaluator, Evaluator, MultiFidelityEvaluator, parallelism_of
-from envs.fidelity import Fidelity
-from envs.rewards import Reward, WeightedReward
-from kdlib.atomic import read_appended_lines
-from kdlib.candidate import Candidate, EvalResult
+from distilsearch.envs.evaluators import BatchEvaluator, Evaluator, MultiFidelityEvaluator, parallelism_of
+from distilsearch.envs.fidelity import Fidelity
+from distilsearch.envs.rewards import Reward, WeightedReward
+from distilsearch.kdlib.core.atomic import read_appended_lines
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 
 HISTORY_FILE = "evaluations.jsonl"
 IDENTITY = ("task", "teacher_key", "fidelity")
@@ -90,11 +91,11 @@ def _check_budget(budget: Any, unit: Any) -> int:
 
 
 class BudgetedEvaluator:
-    """An :class:`~envs.evaluators.Evaluator` that spends at most ``budget`` ``unit`` s of ``evaluator``.
+    """An :class:`~distilsearch.envs.evaluators.Evaluator` that spends at most ``budget`` ``unit`` s of ``evaluator``.
 
     Keeps the run's ordered history (:attr:`history`, :meth:`results` for hypervolume traces) and its best entry by
-    ``reward`` (default :class:`~envs.rewards.WeightedReward`; ties keep the earlier entry). ``on_result`` is called
-    once per new distinct request with the full result (not for repeats, nor for entries loaded from
+    ``reward`` (default :class:`~distilsearch.envs.rewards.WeightedReward`; ties keep the earlier entry). ``on_result``
+    is called once per new distinct request with the full result (not for repeats, nor for entries loaded from
     ``history_path``). Not thread-safe.
     """
 
@@ -177,7 +178,7 @@ class BudgetedEvaluator:
 
     def evaluate_many(self, candidates: Sequence[Candidate], fidelity: FidelityArg = None) -> list[EvalResult]:
         """Blinded results of ``candidates`` at ``fidelity`` in input order; the new distinct requests are evaluated
-        together, in parallel when the wrapped evaluator is a :class:`~envs.evaluators.BatchEvaluator`.
+        together, in parallel when the wrapped evaluator is a :class:`~distilsearch.envs.evaluators.BatchEvaluator`.
 
         Each new distinct request costs :meth:`cost`, exactly as with :meth:`evaluate`; recorded ones and repeats in
         the batch are free. When the batch costs more than :attr:`remaining`, nothing is evaluated and
@@ -191,8 +192,8 @@ class BudgetedEvaluator:
     def evaluate_requests(self, requests: Sequence[tuple[Candidate, FidelityArg]]) -> list[EvalResult]:
         """:meth:`evaluate_many` for requests at mixed fidelities (e.g. jobs on several rungs): one batch, so a pool
         of workers runs them all at once when the wrapped evaluator takes mixed requests
-        (``evaluate_requests``, as :class:`~envs.ray_evaluator.RayEvaluator` does); otherwise one batch per fidelity,
-        in order of first appearance."""
+        (``evaluate_requests``, as :class:`~distilsearch.envs.ray_evaluator.RayEvaluator` does); otherwise one batch per
+        fidelity, in order of first appearance."""
         affordable = self.affordable_requests(requests)
         if affordable < len(requests):
             candidate, fidelity = requests[affordable]
@@ -303,7 +304,7 @@ class BudgetedEvaluator:
         return None if self._best is None else _blinded(self._best)
 
     def results(self) -> list[EvalResult]:
-        """The full results (test included: for reports such as :func:`search.pareto.hypervolume_trace`) in
+        """The full results (test included: for reports such as :func:`distilsearch.search.pareto.hypervolume_trace`) in
         evaluation order."""
         return [entry.result for entry in self._history]
 

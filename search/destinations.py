@@ -3,7 +3,7 @@
 A destination that exists and is not empty is refused unless the user passes ``--force``; even then a folder that
 holds a search run, the run folder being read, or a folder that contains the current directory, the home folder or
 any protected folder is refused. The writers themselves build beside the destination and rename into place
-(:func:`kdlib.atomic.staging_dir`), so an interrupted write leaves the old destination whole.
+(:func:`distilsearch.kdlib.core.atomic.staging_dir`), so an interrupted write leaves the old destination whole.
 """
 
 from __future__ import annotations

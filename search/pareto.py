@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from pymoo.indicators.hv import HV
 
-from envs.rewards import DEFAULT_POINT, Point, latency_ms, result_metrics
-from kdlib.candidate import EvalResult
+from distilsearch.envs.rewards import DEFAULT_POINT, Point, latency_ms, result_metrics
+from distilsearch.kdlib.students.candidate import EvalResult
 
 Direction = Literal["up", "down"]
 SIZE_MARGIN = 1.1

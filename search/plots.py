@@ -11,8 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kdlib.candidate import EvalResult
-from search.pareto import frontier, get_objective, majority_value, usable
+from distilsearch.kdlib.students.candidate import EvalResult
+from distilsearch.search.pareto import frontier, get_objective, majority_value, usable
 
 FIGURE_SIZE = (7.5, 5.0)
 DPI = 120

@@ -8,19 +8,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs.fidelity import FIDELITIES
-from envs.limits import Limits
-from envs.rewards import REWARDS
-from kdlib.atomic import write_text_atomic
-from kdlib.tasks import TASKS
-from search.agents import AGENTS
+from distilsearch.envs.fidelity import FIDELITIES
+from distilsearch.envs.limits import Limits
+from distilsearch.envs.rewards import REWARDS
+from distilsearch.kdlib.core.atomic import write_text_atomic
+from distilsearch.kdlib.data.tasks import TASKS
+from distilsearch.search.agents import AGENTS
 
 CONFIG_FILE = "config.yaml"
 RESUMABLE_CHANGES = frozenset({"budget", "out", "workers", "ray_address"})
 
 
 class SearchConfig(BaseModel):
-    """Everything `kdsearch search` needs; a YAML file with these keys works as ``--config``."""
+    """Everything `distilsearch search` needs; a YAML file with these keys works as ``--config``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -17,7 +17,7 @@ from types import TracebackType
 
 from filelock import FileLock, Timeout
 
-from kdlib.atomic import write_json_atomic
+from distilsearch.kdlib.core.atomic import write_json_atomic
 
 LOCK_FILE = ".lock"
 HOLDER_FILE = ".lock.holder"

@@ -28,20 +28,20 @@ TINY_CORPUS = [
 ]
 
 
-USER_KDSEARCH_HOME = os.environ.get("KDSEARCH_HOME")
+USER_DISTILSEARCH_HOME = os.environ.get("DISTILSEARCH_HOME")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_kdsearch_home(
+def _isolated_distilsearch_home(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Unit tests get an empty private cache; tests marked ``integration`` use the user's real one (real assets)."""
     if request.node.get_closest_marker("integration") is None:
-        monkeypatch.setenv("KDSEARCH_HOME", str(tmp_path_factory.mktemp("kdsearch_home")))
-    elif USER_KDSEARCH_HOME is None:
-        monkeypatch.delenv("KDSEARCH_HOME", raising=False)
+        monkeypatch.setenv("DISTILSEARCH_HOME", str(tmp_path_factory.mktemp("distilsearch_home")))
+    elif USER_DISTILSEARCH_HOME is None:
+        monkeypatch.delenv("DISTILSEARCH_HOME", raising=False)
     else:
-        monkeypatch.setenv("KDSEARCH_HOME", USER_KDSEARCH_HOME)
+        monkeypatch.setenv("DISTILSEARCH_HOME", USER_DISTILSEARCH_HOME)
 
 
 def build_tiny_tokenizer(directory: Path) -> BertTokenizerFast:
@@ -100,7 +100,7 @@ def toy_sentiment_frames(ood_limit: int | None, progress: bool):
     """Small split frames (grouped by a fake 'movie') and one OOD set, for a registered toy task."""
     import pandas as pd
 
-    from kdlib.splits import split_by_group, stable_sample
+    from distilsearch.kdlib.data.splits import split_by_group, stable_sample
 
     rows = [
         (f"{text} number {i}", label, f"movie {i % 20}")
@@ -115,7 +115,7 @@ def toy_sentiment_frames(ood_limit: int | None, progress: bool):
 @pytest.fixture
 def toy_task() -> str:
     """Register the 'toy-sentiment' task (tiny, in memory) and return its name."""
-    from kdlib.tasks import TASKS, TaskDefinition, register_task
+    from distilsearch.kdlib.data.tasks import TASKS, TaskDefinition, register_task
 
     definition = TaskDefinition("toy-sentiment", "toy", ("text",), ("negative", "positive"), toy_sentiment_frames)
     register_task(definition)
@@ -128,11 +128,11 @@ def toy_teacher_and_task(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir
     """The tiny teacher fine-tuned once per module (in a private cache) on the registered toy task, and the task."""
     from ray_helpers import TOY_RECIPE, register_toy_task
 
-    from kdlib.tasks import TASKS, load_task
-    from kdlib.teacher import get_teacher
+    from distilsearch.kdlib.data.tasks import TASKS, load_task
+    from distilsearch.kdlib.training.teacher import get_teacher
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KDSEARCH_HOME", str(tmp_path_factory.mktemp("teacher_home")))
+        patch.setenv("DISTILSEARCH_HOME", str(tmp_path_factory.mktemp("teacher_home")))
         name = register_toy_task()
         teacher = get_teacher(name, TOY_RECIPE, base_dir=tiny_bert_dir, device="cpu", progress=False)
         task = load_task(name, progress=False)
@@ -145,6 +145,6 @@ def toy_table_evaluator(tmp_path_factory: pytest.TempPathFactory):
     """A TableEvaluator over the toy benchmark table (TOY TEST DATA, see tests/toy_table.py)."""
     from toy_table import write_toy_table
 
-    from envs.evaluators import TableEvaluator
+    from distilsearch.envs.evaluators import TableEvaluator
 
     return TableEvaluator(write_toy_table(tmp_path_factory.mktemp("toy") / "toy.csv"))

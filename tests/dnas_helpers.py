@@ -1,6 +1,6 @@
 """Shared DNAS test settings: a search small enough to run in a few seconds on tiny random BERTs."""
 
-from search.dnas.train import DNASConfig
+from distilsearch.search.dnas.train import DNASConfig
 
 TINY_SEARCH = DNASConfig(
     steps=4,

@@ -11,12 +11,12 @@ import time
 
 from conftest import toy_sentiment_frames
 
-from kdlib.candidate import Candidate, EvalResult
-from kdlib.finetune import FineTuneRecipe
-from kdlib.latency import LatencyProtocol
-from kdlib.specs import KDConfig, StudentSpec
-from kdlib.student_eval import StudentEvaluator
-from kdlib.tasks import TaskDefinition, register_task
+from distilsearch.kdlib.data.tasks import TaskDefinition, register_task
+from distilsearch.kdlib.measure.latency import LatencyProtocol
+from distilsearch.kdlib.student_evaluator import StudentEvaluator
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.training.finetune import FineTuneRecipe
 
 TOY_TASK = "toy-sentiment"
 TOY_RECIPE = FineTuneRecipe(epochs=2, batch_size=16, max_length=16, learning_rate=3e-3)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from envs.evaluators import write_table
-from envs.space import Constraint, SearchSpace, TeacherShape
-from kdlib.candidate import Candidate, CurvePoint, EvalResult, LatencyPoint
+from distilsearch.envs.evaluators import write_table
+from distilsearch.envs.space import Constraint, SearchSpace, TeacherShape
+from distilsearch.kdlib.students.candidate import Candidate, CurvePoint, EvalResult, LatencyPoint
 
 TOY_TEACHER = TeacherShape(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64)
 TOY_SPACE = SearchSpace(

@@ -1,31 +1,32 @@
-"""Search agents behind one interface (:class:`~search.agents.base.Agent`) and a registry of them by name.
+"""Search agents behind one interface (:class:`~distilsearch.search.agents.base.Agent`) and a registry of them by name.
 
-Built in: ``random`` (:class:`~search.agents.random_search.RandomSearch`), ``evolution``
-(:class:`~search.agents.evolution.RegularizedEvolution`), ``ppo`` and ``maskable-ppo``
+Built in: ``random`` (:class:`~distilsearch.search.agents.random_search.RandomSearch`), ``evolution``
+(:class:`~distilsearch.search.agents.evolution.RegularizedEvolution`), ``ppo`` and ``maskable-ppo``
 (:mod:`search.agents.rl`, imported on first use: it loads torch and stable-baselines3), and the multi-fidelity
-agents ``successive-halving`` (:class:`~search.agents.successive_halving.SuccessiveHalving`), ``hyperband``
-(:class:`~search.agents.hyperband.Hyperband`) and ``mo-asha`` (:class:`~search.agents.mo_asha.MOASHA`), which
-climb learning-curve rungs. Other agents join with :func:`register_agent`.
+agents ``successive-halving`` (:class:`~distilsearch.search.agents.successive_halving.SuccessiveHalving`), ``hyperband``
+(:class:`~distilsearch.search.agents.hyperband.Hyperband`) and ``mo-asha``
+(:class:`~distilsearch.search.agents.mo_asha.MOASHA`), which climb learning-curve rungs. Other agents join with
+:func:`register_agent`.
 """
 
 from typing import Any
 
-from search.agents.base import AGENTS, Agent, make_agent, register_agent
-from search.agents.evolution import RegularizedEvolution
-from search.agents.hyperband import Hyperband
-from search.agents.mo_asha import MOASHA
-from search.agents.random_search import RandomSearch
-from search.agents.successive_halving import SuccessiveHalving
+from distilsearch.search.agents.base import AGENTS, Agent, make_agent, register_agent
+from distilsearch.search.agents.evolution import RegularizedEvolution
+from distilsearch.search.agents.hyperband import Hyperband
+from distilsearch.search.agents.mo_asha import MOASHA
+from distilsearch.search.agents.random_search import RandomSearch
+from distilsearch.search.agents.successive_halving import SuccessiveHalving
 
 
 def _ppo(**options: Any) -> Agent:
-    from search.agents.rl import PPOAgent
+    from distilsearch.search.agents.rl import PPOAgent
 
     return PPOAgent(**options)
 
 
 def _maskable_ppo(**options: Any) -> Agent:
-    from search.agents.rl import MaskablePPOAgent
+    from distilsearch.search.agents.rl import MaskablePPOAgent
 
     return MaskablePPOAgent(**options)
 

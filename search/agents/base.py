@@ -1,9 +1,9 @@
 """The agent interface and the agent registry.
 
-An :class:`Agent` searches a :class:`~envs.space.SearchSpace` through a
-:class:`~search.budget.BudgetedEvaluator`, which holds the reward, the budget and the run's ledger; every agent spends
-the budget by the same rule (see :mod:`search.budget`). ``run_dir`` holds what the agent needs to resume, plus
-``agent.json``, the settings the run was started with: resuming with another agent, options, seed, space, reward or
+An :class:`Agent` searches a :class:`~distilsearch.envs.space.SearchSpace` through a
+:class:`~distilsearch.search.budget.BudgetedEvaluator`, which holds the reward, the budget and the run's ledger; every
+agent spends the budget by the same rule (see :mod:`search.budget`). ``run_dir`` holds what the agent needs to resume,
+plus ``agent.json``, the settings the run was started with: resuming with another agent, options, seed, space, reward or
 evaluator is refused (the budget may change).
 """
 
@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.rewards import Reward
-from envs.space import SearchSpace
-from kdlib.atomic import write_json_atomic
-from search.budget import IDENTITY, BudgetedEvaluator
+from distilsearch.envs.rewards import Reward
+from distilsearch.envs.space import SearchSpace
+from distilsearch.kdlib.core.atomic import write_json_atomic
+from distilsearch.search.budget import IDENTITY, BudgetedEvaluator
 
 MANIFEST_FILE = "agent.json"
 

@@ -2,9 +2,10 @@
 
 SB3's :class:`~stable_baselines3.common.vec_env.DummyVecEnv` steps its environments one after another, so ``K``
 copies of a search environment would still distil one student at a time. :class:`BatchedSearchVecEnv` first asks
-each copy which candidate its action would evaluate (:meth:`~envs.student_search.StudentSearchEnv.pending_candidate`),
-sends the new ones to :meth:`~search.budget.BudgetedEvaluator.evaluate_many` in one call (``K`` Ray workers distil
-them at once), then steps every copy, each finding its result in the run's ledger at no further cost.
+each copy which candidate its action would evaluate
+(:meth:`~distilsearch.envs.student_search.StudentSearchEnv.pending_candidate`), sends the new ones to
+:meth:`~distilsearch.search.budget.BudgetedEvaluator.evaluate_many` in one call (``K`` Ray workers distil them at once),
+then steps every copy, each finding its result in the run's ledger at no further cost.
 
 Budget: when the copies propose more new candidates than the budget has left, the first ones (in copy order) are
 evaluated and the others' episodes end as truncated, reward 0, ``info["budget_exhausted"] = True``, without calling
@@ -22,8 +23,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-from kdlib.candidate import Candidate
-from search.budget import BudgetedEvaluator
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.search.budget import BudgetedEvaluator
 
 
 class BatchedSearchVecEnv(DummyVecEnv):

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from kdlib.atomic import write_json_atomic
-from search.budget import BudgetedEvaluator
+from distilsearch.kdlib.core.atomic import write_json_atomic
+from distilsearch.search.budget import BudgetedEvaluator
 
 
 class CheckpointError(ValueError):

@@ -12,9 +12,9 @@ the budget; after ``patience`` consecutive such children, children are fresh :me
 a new candidate appears. The run ends when the budget is spent or every valid candidate was evaluated.
 
 Parallel evaluations: a cycle makes as many children as the evaluator runs at once
-(:attr:`~search.budget.BudgetedEvaluator.parallelism`, e.g. the Ray workers), each from its own tournament over the
-population as it stood at the start of the cycle, evaluates them in one batch, then adds them (and ages out as many
-members) in order -- the synchronous, batched form of the asynchronous workers of Real et al., chosen because a
+(:attr:`~distilsearch.search.budget.BudgetedEvaluator.parallelism`, e.g. the Ray workers), each from its own tournament
+over the population as it stood at the start of the cycle, evaluates them in one batch, then adds them (and ages out as
+many members) in order -- the synchronous, batched form of the asynchronous workers of Real et al., chosen because a
 batch is reproducible and resumes exactly; the cost is that a batch waits for its slowest student. When the budget
 left cannot pay for a whole cycle, the children it can pay for are evaluated and the run ends without a checkpoint of
 that cycle, so a resumed run with a larger budget replays it (its first children free) exactly as an uninterrupted
@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from envs.space import Choices, SearchSpace
-from search.agents.base import Agent, check_int
-from search.agents.checkpoint import load_state, save_state
-from search.budget import BudgetedEvaluator, Evaluation
+from distilsearch.envs.space import Choices, SearchSpace
+from distilsearch.search.agents.base import Agent, check_int
+from distilsearch.search.agents.checkpoint import load_state, save_state
+from distilsearch.search.budget import BudgetedEvaluator, Evaluation
 
 STATE_FILE = "evolution.json"
 STATE_VERSION = 1

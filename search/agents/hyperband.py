@@ -1,14 +1,14 @@
 """Hyperband (Li, Jamieson, DeSalvo, Rostamizadeh & Talwalkar, "Hyperband: A Novel Bandit-Based Approach to
 Hyperparameter Optimization", JMLR 2018) over learning-curve rungs.
 
-With ``s_max = levels - 1`` (the rung ladder of :class:`~search.agents.multifidelity.Rungs`: ``min_steps`` times
-powers of ``eta`` up to ``max_steps``, by default the candidates' own full budget), bracket ``s`` draws
+With ``s_max = levels - 1`` (the rung ladder of :class:`~distilsearch.search.agents.multifidelity.Rungs`: ``min_steps``
+times powers of ``eta`` up to ``max_steps``, by default the candidates' own full budget), bracket ``s`` draws
 ``n = ceil((s_max + 1) / (s + 1) * eta**s)`` candidates new to the run, evaluates them at level ``s_max - s`` (the
 paper's ``r = R * eta**-s``) and runs successive halving from there to the top rung, keeping ``floor(n * eta**-i)``
 at its ``i``-th rung. Brackets go ``s = s_max, s_max - 1, ..., 0`` and then start over, one bracket at a time,
 until the budget cannot pay for the next request or every valid candidate was drawn. Sampling, promotion (the
 ledger's reward, ties to the earlier entry), batching, the budget rule and exact resume are those of
-:mod:`search.agents.successive_halving`; all randomness comes from ``numpy.random.default_rng(seed)``.
+:mod:`distilsearch.search.agents.successive_halving`; all randomness comes from ``numpy.random.default_rng(seed)``.
 
 Why not Ray Tune: its ``HyperBandScheduler`` drives trials that report into a running ``Tuner``, whose experiment
 state is pickled (a run folder here must resume from JSON, never by unpickling), and it neither sees the run's
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 
-from search.agents.multifidelity import EPSILON
-from search.agents.successive_halving import BracketAgent
+from distilsearch.search.agents.multifidelity import EPSILON
+from distilsearch.search.agents.successive_halving import BracketAgent
 
 
 def hyperband_brackets(levels: int, eta: float) -> list[tuple[int, int]]:

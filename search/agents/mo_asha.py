@@ -2,13 +2,13 @@
 Archambeau, "Multi-objective Asynchronous Successive Halving", 2021; syne-tune's ``MOASHA``), over learning-curve
 rungs.
 
-Rungs are the levels of :class:`~search.agents.multifidelity.Rungs` (``min_steps`` times powers of ``eta`` up to
-``max_steps``, by default the candidates' own full budget). ASHA's decision rule (Li et al., MLSys 2020) chooses
+Rungs are the levels of :class:`~distilsearch.search.agents.multifidelity.Rungs` (``min_steps`` times powers of ``eta``
+up to ``max_steps``, by default the candidates' own full budget). ASHA's decision rule (Li et al., MLSys 2020) chooses
 every job: look from the highest rung below the top down for a *promotable* candidate -- one among the top
 ``floor(n_k / eta)`` of the ``n_k`` results of rung ``k`` that was not promoted from ``k`` yet (and has not reached
 its own top budget) -- and promote the first found to rung ``k + 1``; if there is none, draw a candidate new to the
-run with :meth:`~envs.space.SearchSpace.sample` (``numpy.random.default_rng(seed)``) for the bottom rung. The run
-ends when the budget cannot pay for a job or no job is left (every valid candidate drawn, nothing promotable).
+run with :meth:`~distilsearch.envs.space.SearchSpace.sample` (``numpy.random.default_rng(seed)``) for the bottom rung.
+The run ends when the budget cannot pay for a job or no job is left (every valid candidate drawn, nothing promotable).
 
 Multi-objective order: a rung's results are sorted by non-dominated front (Pareto dominance: at least as good on
 every objective, strictly better on one; equal points never dominate each other), inside a front by crowding
@@ -22,12 +22,13 @@ the rank it tests is that of whichever trial sorts last. Here each result's posi
 explicitly and found by ledger identity (:func:`promotion_order`).
 
 Asynchrony with a batch API: the evaluator returns whole batches, so the agent keeps
-:attr:`~search.budget.BudgetedEvaluator.parallelism` (``K``) jobs in flight by filling all ``K`` slots with the next
-jobs ASHA's rule chooses given every result so far (each chosen job counts as promoted or drawn at once, so the
+:attr:`~distilsearch.search.budget.BudgetedEvaluator.parallelism` (``K``) jobs in flight by filling all ``K`` slots with
+the next jobs ASHA's rule chooses given every result so far (each chosen job counts as promoted or drawn at once, so the
 ``K`` are distinct), evaluating that batch and repeating. It is ASHA's decision rule with synchronous batches of
 size ``K``: a slot that finishes early waits for the batch; with ``K = 1`` it is exact ASHA. A batch whose jobs sit
-on several rungs goes out as one mixed request (:meth:`~search.budget.BudgetedEvaluator.evaluate_requests`), which
-:class:`~envs.ray_evaluator.RayEvaluator` runs on all ``K`` workers at once.
+on several rungs goes out as one mixed request
+(:meth:`~distilsearch.search.budget.BudgetedEvaluator.evaluate_requests`), which
+:class:`~distilsearch.envs.ray_evaluator.RayEvaluator` runs on all ``K`` workers at once.
 
 Why not Ray Tune: Ray Tune has no multi-objective scheduler (its ``ASHAScheduler`` ranks one metric), its experiment
 state is pickled (a run folder here must resume from JSON, never by unpickling), and its trials do not charge the
@@ -52,11 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from envs.space import Choices, SearchSpace
-from kdlib.candidate import Candidate, EvalResult
-from search.agents.base import Agent
-from search.agents.checkpoint import load_state, save_state
-from search.agents.multifidelity import (
+from distilsearch.envs.space import Choices, SearchSpace
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.search.agents.base import Agent
+from distilsearch.search.agents.checkpoint import load_state, save_state
+from distilsearch.search.agents.multifidelity import (
     DEFAULT_ETA,
     DEFAULT_MIN_STEPS,
     Rungs,
@@ -66,7 +67,7 @@ from search.agents.multifidelity import (
     floor_share,
     request,
 )
-from search.budget import BudgetedEvaluator, Evaluation
+from distilsearch.search.budget import BudgetedEvaluator, Evaluation
 
 STATE_FILE = "mo_asha.json"
 STATE_VERSION = 1

@@ -1,13 +1,13 @@
 """What the multi-fidelity agents share: the rung ladder, requests at a rung and their checkpoints.
 
-A *rung* is a :func:`~envs.fidelity.rung` level: the first ``steps`` training steps of a candidate's own schedule (a
-point of its learning curve). A higher rung retrains from scratch, deterministically, so a promotion is simply a
-request for the candidate at a higher rung; the run's ledger (:mod:`search.budget`) keys entries by (candidate,
+A *rung* is a :func:`~distilsearch.envs.fidelity.rung` level: the first ``steps`` training steps of a candidate's own
+schedule (a point of its learning curve). A higher rung retrains from scratch, deterministically, so a promotion is
+simply a request for the candidate at a higher rung; the run's ledger (:mod:`search.budget`) keys entries by (candidate,
 fidelity name ``rung-<steps>``), charges each new one and answers repeats for free.
 
 :class:`Rungs` numbers the levels ``0 .. levels - 1`` of a run. The ladder is
-:func:`~envs.fidelity.rung_ladder` ``(min_steps, top, eta)``, where ``top`` is ``max_steps`` when given, else the
-full budget (``steps(candidate, "full")``) of a reference candidate, the space's draw from
+:func:`~distilsearch.envs.fidelity.rung_ladder` ``(min_steps, top, eta)``, where ``top`` is ``max_steps`` when given,
+else the full budget (``steps(candidate, "full")``) of a reference candidate, the space's draw from
 ``numpy.random.default_rng(0)`` (in the default space every candidate has the same full budget: ``max_steps`` is a
 fixed KD setting). A candidate's own steps at level ``k`` are the ladder's, capped by its own top (its full budget,
 or ``max_steps``), and its last level always trains its own top: a candidate whose budget is smaller than the
@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from envs.fidelity import rung, rung_ladder
-from envs.space import SearchSpace
-from kdlib.candidate import Candidate
-from search.agents.base import check_int
-from search.budget import BudgetedEvaluator, Evaluation
+from distilsearch.envs.fidelity import rung, rung_ladder
+from distilsearch.envs.space import SearchSpace
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.search.agents.base import check_int
+from distilsearch.search.budget import BudgetedEvaluator, Evaluation
 
 DEFAULT_MIN_STEPS = 100
 DEFAULT_ETA = 3
@@ -112,12 +112,14 @@ class Rungs:
 
 
 def request(budgeted: BudgetedEvaluator, jobs: Sequence[tuple[Candidate, int]]) -> bool:
-    """Evaluate each ``(candidate, steps)`` job at :func:`~envs.fidelity.rung` ``(steps)`` in one batch (jobs on
-    several rungs run side by side, see :meth:`~search.budget.BudgetedEvaluator.evaluate_requests`); False when the
-    budget could not pay for all of them.
+    """Evaluate each ``(candidate, steps)`` job at :func:`~distilsearch.envs.fidelity.rung` ``(steps)`` in one batch
+    (jobs on several rungs run side by side, see
+    :meth:`~distilsearch.search.budget.BudgetedEvaluator.evaluate_requests`); False when the budget could not pay for
+    all of them.
 
-    The longest prefix the budget affords is evaluated (:meth:`~search.budget.BudgetedEvaluator.affordable_requests`);
-    at a shortfall the caller stops. Recorded jobs are free.
+    The longest prefix the budget affords is evaluated
+    (:meth:`~distilsearch.search.budget.BudgetedEvaluator.affordable_requests`); at a shortfall the caller stops.
+    Recorded jobs are free.
     """
     requests = [(candidate, rung(steps)) for candidate, steps in jobs]
     affordable = budgeted.affordable_requests(requests)

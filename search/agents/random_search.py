@@ -1,13 +1,13 @@
 """Random search: the baseline every other agent must beat.
 
-Candidates are drawn with :meth:`~envs.space.SearchSpace.sample` (each decision uniform among the choices that keep a
-valid candidate reachable) from ``numpy.random.default_rng(seed)``; a draw already evaluated in this run is skipped
-without calling the evaluator. The run ends when the budget cannot pay for the next draw (with a step budget, a
+Candidates are drawn with :meth:`~distilsearch.envs.space.SearchSpace.sample` (each decision uniform among the choices
+that keep a valid candidate reachable) from ``numpy.random.default_rng(seed)``; a draw already evaluated in this run is
+skipped without calling the evaluator. The run ends when the budget cannot pay for the next draw (with a step budget, a
 candidate may cost more than what is left) or every valid candidate was evaluated.
 
 Parallel evaluations: draws are sent in batches holding as many candidates new to the run as the evaluator runs at
-once (:attr:`~search.budget.BudgetedEvaluator.parallelism`, e.g. the Ray workers). Batching changes when candidates
-are evaluated, not which: the run's history is the same for any number of workers.
+once (:attr:`~distilsearch.search.budget.BudgetedEvaluator.parallelism`, e.g. the Ray workers). Batching changes when
+candidates are evaluated, not which: the run's history is the same for any number of workers.
 
 Resume: replay. The draws are a pure function of the seed and the ledger answers every candidate evaluated before,
 so a resumed run redraws the same sequence at no cost and continues where the previous one stopped; its history is
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from envs.space import Choices, SearchSpace
-from kdlib.candidate import Candidate
-from search.agents.base import Agent
-from search.budget import BudgetedEvaluator
+from distilsearch.envs.space import Choices, SearchSpace
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.search.agents.base import Agent
+from distilsearch.search.budget import BudgetedEvaluator
 
 
 class RandomSearch(Agent):

@@ -1,10 +1,11 @@
 """Policy-gradient agents: PPO (stable-baselines3) and MaskablePPO (sb3-contrib) on the StudentSearch envs.
 
-Environments. ``PPOAgent`` acts in :class:`~envs.student_search.StudentSearchOneShotEnv`: one ``MultiDiscrete``
-action is one candidate, every index is in range, and only combinations that break a constraint are penalised
-(without masks, the sequential env's ``Discrete(max choices)`` would also waste episodes on indices past a small
-dimension's choices). ``MaskablePPOAgent`` acts in :class:`~envs.student_search.StudentSearchEnv`, one decision per
-step under exact action masks: it never proposes an invalid candidate and each decision sees the earlier ones.
+Environments. ``PPOAgent`` acts in :class:`~distilsearch.envs.student_search.StudentSearchOneShotEnv`: one
+``MultiDiscrete`` action is one candidate, every index is in range, and only combinations that break a constraint are
+penalised (without masks, the sequential env's ``Discrete(max choices)`` would also waste episodes on indices past a
+small dimension's choices). ``MaskablePPOAgent`` acts in :class:`~distilsearch.envs.student_search.StudentSearchEnv`,
+one decision per step under exact action masks: it never proposes an invalid candidate and each decision sees the
+earlier ones.
 
 Defaults, for episodes whose only reward is terminal and costs an evaluation (minutes of distillation):
 
@@ -18,16 +19,18 @@ Defaults, for episodes whose only reward is terminal and costs an evaluation (mi
   cost nothing new and teach nothing new; ``learning_rate=3e-4`` and ``clip_range=0.2`` are SB3's defaults.
 
 Parallel evaluations: the policy acts in ``K`` copies of its environment, ``K`` = the evaluator's
-:attr:`~search.budget.BudgetedEvaluator.parallelism` (the Ray workers; 1 for a sequential evaluator), stepped by
-:class:`~search.agents.batched_env.BatchedSearchVecEnv`, which distils the ``K`` proposed candidates of one vector
-step in one batch. Each copy then takes ``ceil(candidates_per_rollout / K)`` candidates per rollout.
+:attr:`~distilsearch.search.budget.BudgetedEvaluator.parallelism` (the Ray workers; 1 for a sequential evaluator),
+stepped by
+:class:`~distilsearch.search.agents.batched_env.BatchedSearchVecEnv`, which distils the ``K`` proposed candidates of one
+vector step in one batch. Each copy then takes ``ceil(candidates_per_rollout / K)`` candidates per rollout.
 
 Stopping: a callback ends training right after the step that spends the last unit of budget, or whose candidate the
 budget left cannot pay for (a step budget can stop short of zero), (SB3 then returns from
-``learn`` normally, the vectorised environment never asks the :class:`~search.budget.BudgetedEvaluator` for more than
-it has left, and :class:`~search.budget.BudgetExhausted` is never raised inside SB3), once every valid candidate is
-evaluated, or after ``patience`` consecutive episodes that evaluated nothing new (the policy has converged onto known
-or invalid candidates; repeats cost no budget, so without this rule such a policy would train forever).
+``learn`` normally, the vectorised environment never asks the :class:`~distilsearch.search.budget.BudgetedEvaluator` for
+more than it has left, and :class:`~distilsearch.search.budget.BudgetExhausted` is never raised inside SB3), once every
+valid candidate is evaluated, or after ``patience`` consecutive episodes that evaluated nothing new (the policy has
+converged onto known or invalid candidates; repeats cost no budget, so without this rule such a policy would train
+forever).
 
 Resume: checkpoint, as data only. After every policy update and on exit, however ``learn`` ends, the policy's and
 its optimizer's tensors are written to ``run_dir/policy-<hash>.safetensors`` and everything else a resume needs
@@ -38,9 +41,9 @@ beside its place, fsynced and renamed, the JSON last, so it always names a compl
 the tensors and counters into it and continues with ``learn(reset_num_timesteps=False)``, while the ledger answers
 candidates evaluated before for free and keeps the budget (a resume may use another number of workers: the rollout
 is sized for the new copies as in a new run). Nothing in the run folder is unpickled: a corrupt, truncated or foreign
-state stops the run with a :class:`~search.agents.checkpoint.CheckpointError` naming the file, and a ``model.zip``
-(the pickled stable-baselines3 checkpoint of older versions) is refused with the same error rather than loaded, as
-loading it could run code stored in the folder (delete it to go on with a new policy).
+state stops the run with a :class:`~distilsearch.search.agents.checkpoint.CheckpointError` naming the file, and a
+``model.zip`` (the pickled stable-baselines3 checkpoint of older versions) is refused with the same error rather than
+loaded, as loading it could run code stored in the folder (delete it to go on with a new policy).
 
 Logs go to ``run_dir/tensorboard/session-N`` (TensorBoard: ``tensorboard --logdir run_dir/tensorboard``) and
 ``run_dir/logs/session-N/progress.csv`` (one folder per run or resume, as SB3's CSV writer truncates its file);
@@ -70,13 +73,13 @@ from stable_baselines3.common import logger as sb3_logger
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from envs.space import SearchSpace
-from envs.student_search import StudentSearchEnv, StudentSearchOneShotEnv
-from kdlib.atomic import write_bytes_atomic, write_json_atomic
-from search.agents.base import Agent, check_int
-from search.agents.batched_env import BatchedSearchVecEnv
-from search.agents.checkpoint import CheckpointError
-from search.budget import BudgetedEvaluator
+from distilsearch.envs.space import SearchSpace
+from distilsearch.envs.student_search import StudentSearchEnv, StudentSearchOneShotEnv
+from distilsearch.kdlib.core.atomic import write_bytes_atomic, write_json_atomic
+from distilsearch.search.agents.base import Agent, check_int
+from distilsearch.search.agents.batched_env import BatchedSearchVecEnv
+from distilsearch.search.agents.checkpoint import CheckpointError
+from distilsearch.search.budget import BudgetedEvaluator
 
 STATE_FILE = "policy.json"
 LEGACY_MODEL_FILE = "model.zip"
@@ -196,12 +199,12 @@ def _optimizer_state(
 
 def load_policy(model: BaseAlgorithm, run_dir: Path, budgeted: BudgetedEvaluator) -> bool:
     """Load the checkpoint of ``run_dir`` into ``model`` (a new model built with the run's settings); False when
-    there is none. :class:`~search.agents.checkpoint.CheckpointError`, naming the file, for a ``model.zip`` (never
-    unpickled) and for a state that is unreadable, corrupt, of another model or ahead of the ledger."""
+    there is none. :class:`~distilsearch.search.agents.checkpoint.CheckpointError`, naming the file, for a ``model.zip``
+    (never unpickled) and for a state that is unreadable, corrupt, of another model or ahead of the ledger."""
     legacy = run_dir / LEGACY_MODEL_FILE
     if legacy.exists():
         raise CheckpointError(
-            f"{legacy} is a pickled stable-baselines3 checkpoint of an older kdsearch and is not loaded, as loading it "
+            f"{legacy} is a pickled stable-baselines3 checkpoint of an older version and is not loaded, as loading it "
             "could run code stored in the run folder; delete it to resume with a new policy (the ledger keeps every "
             "evaluation and the budget) or start a new run"
         )

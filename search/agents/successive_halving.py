@@ -1,20 +1,21 @@
 """Synchronous successive halving (Jamieson & Talwalkar, AISTATS 2016; the inner loop of Li et al.'s Hyperband,
 JMLR 2018) over learning-curve rungs.
 
-A bracket draws ``bracket_size`` candidates new to the run with :meth:`~envs.space.SearchSpace.sample` from
+A bracket draws ``bracket_size`` candidates new to the run with :meth:`~distilsearch.envs.space.SearchSpace.sample` from
 ``numpy.random.default_rng(seed)``, evaluates them all at its first rung and promotes the top
 ``floor(n / eta**i)`` (at least one) of the ``n`` it started with to its ``i``-th rung, up to the top rung. Rungs are
-the levels of :class:`~search.agents.multifidelity.Rungs`: step counts from :func:`~envs.fidelity.rung_ladder`
-``(min_steps, max_steps, eta)``, where ``max_steps`` defaults to the candidates' own full budget. Each rung is one
-request :meth:`~search.budget.BudgetedEvaluator.evaluate_many` ``(survivors, fidelity=rung(steps))`` (the evaluator
+the levels of :class:`~distilsearch.search.agents.multifidelity.Rungs`: step counts from
+:func:`~distilsearch.envs.fidelity.rung_ladder` ``(min_steps, max_steps, eta)``, where ``max_steps`` defaults to the
+candidates' own full budget. Each rung is one request
+:meth:`~distilsearch.search.budget.BudgetedEvaluator.evaluate_many` ``(survivors, fidelity=rung(steps))`` (the evaluator
 runs it on its workers; one request per step count when the candidates' budgets differ), the survivors best first.
 Promotion ranks by the ledger's ``reward`` (computed from the blinded, validation-only result), ties going to the
 earlier ledger entry. A higher rung retrains from scratch (the run at ``r`` steps is the first ``r`` steps of the
-candidate's own schedule), so a promotion is just a request at the higher fidelity; both rungs are charged.
-Brackets repeat with fresh draws until the budget cannot pay for the next request
-(:meth:`~search.budget.BudgetedEvaluator.affordable`: what it can pay for is evaluated, then the run stops) or every
-valid candidate was drawn. :class:`~search.agents.hyperband.Hyperband` runs the same brackets with Hyperband's sizes
-and first rungs.
+candidate's own schedule), so a promotion is just a request at the higher fidelity; both rungs are charged. Brackets
+repeat with fresh draws until the budget cannot pay for the next request
+(:meth:`~distilsearch.search.budget.BudgetedEvaluator.affordable`: what it can pay for is evaluated, then the run stops)
+or every valid candidate was drawn. :class:`~distilsearch.search.agents.hyperband.Hyperband` runs the same brackets with
+Hyperband's sizes and first rungs.
 
 Why not Ray Tune: its ``HyperBandScheduler`` and ``ASHAScheduler`` drive trials that report into a running
 ``Tuner``, whose experiment state is pickled (a run folder here must resume from JSON, never by unpickling), and they
@@ -36,11 +37,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from envs.space import Choices, SearchSpace
-from kdlib.candidate import Candidate
-from search.agents.base import Agent, check_int
-from search.agents.checkpoint import load_state, save_state
-from search.agents.multifidelity import (
+from distilsearch.envs.space import Choices, SearchSpace
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.search.agents.base import Agent, check_int
+from distilsearch.search.agents.checkpoint import load_state, save_state
+from distilsearch.search.agents.multifidelity import (
     DEFAULT_ETA,
     DEFAULT_MIN_STEPS,
     EPSILON,
@@ -51,7 +52,7 @@ from search.agents.multifidelity import (
     floor_share,
     request,
 )
-from search.budget import BudgetedEvaluator
+from distilsearch.search.budget import BudgetedEvaluator
 
 STATE_VERSION = 1
 

@@ -1,12 +1,12 @@
 """The ``dnas`` agent: a differentiable-NAS baseline that spends the budget like every other agent.
 
-It searches one architecture per (beta, seed) with :func:`~search.dnas.tune.run_dnas_tune` (seeds ``seed ..
+It searches one architecture per (beta, seed) with :func:`~distilsearch.search.dnas.tune.run_dnas_tune` (seeds ``seed ..
 seed + num_seeds - 1``), then evaluates the derived students of the trials that completed, in (beta, seed) order,
 through ``budgeted.evaluate_many`` (in parallel on a Ray evaluator) -- each distinct candidate costs its price in
 the run's budget unit (one evaluation, or its training steps), repeats free -- until the budget is spent. Trials
 stopped by ASHA or failed are recorded, not evaluated. The run ends there, even with budget left. With a Ray
 evaluator, its local Ray must have room for the trials beside the evaluation workers
-(:func:`~search.dnas.tune.check_room` refuses one that has none rather than wait forever).
+(:func:`~distilsearch.search.dnas.tune.check_room` refuses one that has none rather than wait forever).
 
 From the space: the searched depths, head counts and FFN widths are the space's ``num_layers`` / ``num_heads`` /
 ``ffn_size`` values (a fixed field is a single choice) that the teacher allows; ``layer_selection``,
@@ -36,15 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from envs.space import SearchSpace, Value
-from kdlib.atomic import write_json_atomic
-from kdlib.candidate import Candidate
-from kdlib.specs import KDConfig, StudentSpec
-from kdlib.teacher import Teacher
-from search.agents.base import Agent, check_int
-from search.budget import BudgetedEvaluator
-from search.dnas.train import DNASConfig
-from search.dnas.tune import ASHA_METRICS, TrialOutcome, check_grid, run_dnas_tune
+from distilsearch.envs.space import SearchSpace, Value
+from distilsearch.kdlib.core.atomic import write_json_atomic
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.training.teacher import Teacher
+from distilsearch.search.agents.base import Agent, check_int
+from distilsearch.search.budget import BudgetedEvaluator
+from distilsearch.search.dnas.train import DNASConfig
+from distilsearch.search.dnas.tune import ASHA_METRICS, TrialOutcome, check_grid, run_dnas_tune
 
 STATE_FILE = "dnas.json"
 SEARCH_FIELDS = (
@@ -180,10 +180,10 @@ class DNASAgent(Agent):
     """AdaBERT-style differentiable NAS over a beta sweep on Ray Tune (see the module docstring).
 
     Search options (recorded in ``agent.json``): ``betas``, ``num_seeds``, ``asha``, ``asha_metric`` and the
-    :class:`~search.dnas.train.DNASConfig` fields of :data:`SEARCH_FIELDS`. Execution settings (not recorded):
-    ``teacher`` (default: the teacher of a wrapped :class:`~envs.live.LiveEvaluator`; its key must match the
-    evaluator's), ``device``, the Ray resources, ``setup`` and ``runtime_env`` (see
-    :func:`~search.dnas.tune.run_dnas_tune`).
+    :class:`~distilsearch.search.dnas.train.DNASConfig` fields of :data:`SEARCH_FIELDS`. Execution settings (not
+    recorded): ``teacher`` (default: the teacher of a wrapped :class:`~distilsearch.envs.live.LiveEvaluator`; its key
+    must match the evaluator's), ``device``, the Ray resources, ``setup`` and ``runtime_env`` (see
+    :func:`~distilsearch.search.dnas.tune.run_dnas_tune`).
     """
 
     name = "dnas"

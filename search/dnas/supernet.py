@@ -4,23 +4,24 @@ The super-student is a copy of the teacher (a stock ``BertForSequenceClassificat
 switched by relaxed categorical choices, held as logits in :class:`ArchParameters`:
 
 * **depth** -- one categorical over :attr:`ArchChoices.depths`. A depth ``d`` keeps the teacher layers
-  :func:`~kdlib.layer_map.select_teacher_layers` picks for ``layer_selection``; the classifier reads the mixture
-  ``sum_d w_d * pooler(h_d)`` of the pooled outputs after each candidate depth. With ``"first"`` one forward pass
-  yields every depth (prefixes share their layers); other selections run one pass per depth choice.
+  :func:`~distilsearch.kdlib.students.layer_map.select_teacher_layers` picks for ``layer_selection``; the classifier
+  reads the mixture ``sum_d w_d * pooler(h_d)`` of the pooled outputs after each candidate depth. With ``"first"`` one
+  forward pass yields every depth (prefixes share their layers); other selections run one pass per depth choice.
 * **heads** -- per teacher layer, a categorical over :attr:`ArchChoices.heads` (head counts). Heads are ranked by
   ``head_selection`` (teacher importance or position) and a forward pre-hook on the attention output projection
   scales head ``a``'s context by ``sum_k w_k * [rank(a) < k]``: the probability that the chosen count keeps it.
 * **FFN width** -- per teacher layer, a categorical over :attr:`ArchChoices.ffn_sizes`; a forward hook on the
   intermediate activation scales neuron ``n`` by ``sum_f w_f * [rank(n) < f]`` (ranked by ``ffn_selection``).
 
-Rankings follow :func:`kdlib.cutting.plan_cut` exactly (``importance`` is what :func:`~kdlib.importance.
-compute_importance` gives on the same calibration batch), so at a one-hot architecture the super-student computes
-what :func:`~kdlib.cutting.cut_student` builds for :meth:`SuperNet.derive`'s spec, before any training.
+Rankings follow :func:`kdlib.students.cutting.plan_cut` exactly (``importance`` is what
+:func:`~distilsearch.kdlib.students.importance. compute_importance` gives on the same calibration batch), so at a
+one-hot architecture the super-student computes what :func:`~distilsearch.kdlib.students.cutting.cut_student` builds for
+:meth:`SuperNet.derive`'s spec, before any training.
 
 The hidden size is not searched: masking residual dimensions cannot reproduce the LayerNorm statistics of a
 narrower student, so every derived student keeps the teacher's hidden size.
 
-Cost model: :meth:`SuperNet.flops_of` is :func:`kdlib.flops.bert_flops` (linear in the layer count and the FFN
+Cost model: :meth:`SuperNet.flops_of` is :func:`kdlib.measure.flops.bert_flops` (linear in the layer count and the FFN
 width) with the expected FFN width of each layer and the probability that each layer is kept. In stock BERT the
 attention width is the hidden size whatever the head count, so at the teacher's hidden size the head count costs no
 FLOPs: heads are chosen by the distillation loss alone.
@@ -39,11 +40,11 @@ import torch
 from torch import Tensor, nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from kdlib.cutting import student_config
-from kdlib.flops import bert_flops
-from kdlib.importance import Importance
-from kdlib.layer_map import select_teacher_layers
-from kdlib.specs import Selection, StudentSpec
+from distilsearch.kdlib.measure.flops import bert_flops
+from distilsearch.kdlib.students.cutting import student_config
+from distilsearch.kdlib.students.importance import Importance
+from distilsearch.kdlib.students.layer_map import select_teacher_layers
+from distilsearch.kdlib.students.specs import Selection, StudentSpec
 
 SEARCHABLE_SELECTIONS = ("uniform", "first", "last", "alternate")
 DEFAULT_FFN_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -190,8 +191,8 @@ class SuperNet(nn.Module):
     """The teacher as a masked super-student over ``choices`` (see the module docstring).
 
     ``importance`` is required when ``head_selection`` or ``ffn_selection`` is ``"importance"``. ``flops_point`` is
-    the ``(batch, seq_len)`` FLOPs are counted at (that of :attr:`kdlib.candidate.EvalResult.flops`). The teacher
-    is copied, never changed; the copy starts in train mode.
+    the ``(batch, seq_len)`` FLOPs are counted at (that of :attr:`kdlib.students.candidate.EvalResult.flops`). The
+    teacher is copied, never changed; the copy starts in train mode.
     """
 
     def __init__(

@@ -1,10 +1,10 @@
-"""The search itself: train a :class:`~search.dnas.supernet.SuperNet` and its architecture logits together.
+"""The search itself: train a :class:`~distilsearch.search.dnas.supernet.SuperNet` and its architecture logits together.
 
 Objective (AdaBERT-style: distillation plus beta times an efficiency term, here normalised expected FLOPs):
 ``KD + beta * E[FLOPs] / teacher FLOPs``, where
 ``KD = alpha * soft_target_loss(student, teacher, T) + (1 - alpha) * hard_label_loss(student, labels)`` on the cached
-teacher logits and ``E[FLOPs]`` is :meth:`~search.dnas.supernet.SuperNet.expected_flops` at the current Gumbel
-temperature. The temperature anneals geometrically from ``tau_start`` to ``tau_end`` over ``steps``.
+teacher logits and ``E[FLOPs]`` is :meth:`~distilsearch.search.dnas.supernet.SuperNet.expected_flops` at the current
+Gumbel temperature. The temperature anneals geometrically from ``tau_start`` to ``tau_end`` over ``steps``.
 
 Updates, per step: ``alternating=True`` (first-order DARTS) takes a weight step on the KD loss of one batch under a
 fresh Gumbel-softmax draw, then an architecture step on the full objective of the next batch under another draw;
@@ -28,13 +28,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 from transformers import BertForSequenceClassification
 
-from kdlib.batching import Batch, DynamicPadding, evaluation_batches
-from kdlib.evaluation import labels_of
-from kdlib.importance import compute_importance
-from kdlib.losses import hard_label_loss, soft_target_loss
-from kdlib.specs import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Selection, StudentSpec
-from kdlib.student_eval import CALIBRATION_EXAMPLES, StudentEvaluator
-from search.dnas.supernet import MODEL_INPUTS, ArchChoices, ArchWeights, SuperNet
+from distilsearch.kdlib.data.batching import Batch, DynamicPadding, evaluation_batches
+from distilsearch.kdlib.measure.scoring import labels_of
+from distilsearch.kdlib.student_evaluator import CALIBRATION_EXAMPLES, StudentEvaluator
+from distilsearch.kdlib.students.importance import compute_importance
+from distilsearch.kdlib.students.specs import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Selection,
+    StudentSpec,
+)
+from distilsearch.kdlib.training.losses import hard_label_loss, soft_target_loss
+from distilsearch.search.dnas.supernet import MODEL_INPUTS, ArchChoices, ArchWeights, SuperNet
 
 Sizes = tuple[PositiveInt, ...]
 ARCH_WEIGHT_DECAY = 1e-3
@@ -126,8 +133,9 @@ def _batches(dataset: datasets.Dataset, batch_size: int, pad_id: int, seed: int)
 
 
 def calibration_batch(dataset: datasets.Dataset, pad_id: int, device: torch.device) -> dict[str, Tensor]:
-    """The importance calibration batch :class:`~kdlib.student_eval.StudentEvaluator` cuts students with: the
-    first :data:`~kdlib.student_eval.CALIBRATION_EXAMPLES` rows of ``dataset``, padded, on ``device``."""
+    """The importance calibration batch :class:`~distilsearch.kdlib.student_evaluator.StudentEvaluator` cuts students
+    with: the first :data:`~distilsearch.kdlib.student_evaluator.CALIBRATION_EXAMPLES` rows of ``dataset``, padded, on
+    ``device``."""
     rows = [dataset[index] for index in range(min(CALIBRATION_EXAMPLES, len(dataset)))]
     return {name: tensor.to(device) for name, tensor in DynamicPadding(pad_id)(rows).items()}
 

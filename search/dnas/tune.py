@@ -1,9 +1,10 @@
 """A DNAS frontier sweep on Ray Tune: one trial per (beta, seed), each searching one architecture.
 
-Each trial builds a :class:`~kdlib.student_eval.StudentEvaluator` for the teacher (tokenized sets and cached teacher
-logits come from the shared on-disk caches), runs :func:`~search.dnas.train.search_with_evaluator` with its ``beta``
-and ``seed`` and passes every progress report to ``ray.tune.report``; the last report has ``final=True`` and, like
-every report, the derived StudentSpec as JSON under ``spec``.
+Each trial builds a :class:`~distilsearch.kdlib.student_evaluator.StudentEvaluator` for the teacher (tokenized sets and
+cached teacher logits come from the shared on-disk caches), runs
+:func:`~distilsearch.search.dnas.train.search_with_evaluator` with its ``beta`` and ``seed`` and passes every progress
+report to ``ray.tune.report``; the last report has ``final=True`` and, like every report, the derived StudentSpec as
+JSON under ``spec``.
 
 Resources: each trial asks for ``num_cpus_per_trial`` CPUs (its torch thread count) and ``num_gpus_per_trial`` GPUs
 (give ``device="cuda"`` with them), and at most ``max_concurrent`` trials run at once.
@@ -26,10 +27,11 @@ among themselves. Nothing a call finds in the run folder is unpickled: earlier e
 trials run again), are never read; Tune reads back only the new folder it writes during the call.
 ``summary.json`` lists every trial's outcome.
 
-Local Ray: started like :class:`~envs.ray_evaluator.RayEvaluator` starts it (:func:`~envs.ray_evaluator.init_local_ray`:
-node address 127.0.0.1, so Ray listens on the loopback interface only, always; temp dir under ``<run_dir>/ray_tmp``
-at mode 0700, a short link when that path is too long for Unix sockets, no dashboard, worker output kept in log
-files, token authentication left to Ray) and stopped at the end; a Ray already initialised is used and left running.
+Local Ray: started like :class:`~distilsearch.envs.ray_evaluator.RayEvaluator` starts it
+(:func:`~distilsearch.envs.ray_evaluator.init_local_ray`: node address 127.0.0.1, so Ray listens on the loopback
+interface only, always; temp dir under ``<run_dir>/ray_tmp`` at mode 0700, a short link when that path is too long for
+Unix sockets, no dashboard, worker output kept in log files, token authentication left to Ray) and stopped at the end; a
+Ray already initialised is used and left running.
 """
 
 from __future__ import annotations
@@ -51,14 +53,14 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 
-from envs.ray_evaluator import init_local_ray, prepare_ray_temp_dir
-from kdlib.atomic import read_appended_lines, write_json_atomic
-from kdlib.hashing import sha256_json
-from kdlib.specs import StudentSpec
-from kdlib.student_eval import StudentEvaluator
-from kdlib.tasks import load_task
-from kdlib.teacher import Teacher
-from search.dnas.train import DNASConfig, search_with_evaluator
+from distilsearch.envs.ray_evaluator import init_local_ray, prepare_ray_temp_dir
+from distilsearch.kdlib.core.atomic import read_appended_lines, write_json_atomic
+from distilsearch.kdlib.core.hashing import sha256_json
+from distilsearch.kdlib.data.tasks import load_task
+from distilsearch.kdlib.student_evaluator import StudentEvaluator
+from distilsearch.kdlib.students.specs import StudentSpec
+from distilsearch.kdlib.training.teacher import Teacher
+from distilsearch.search.dnas.train import DNASConfig, search_with_evaluator
 
 DNAS_DIR = "dnas"
 SUMMARY_FILE = "summary.json"
@@ -171,8 +173,8 @@ class NoRoomForTrials(RuntimeError):
 
 def check_room(trial: Mapping[str, float]) -> None:
     """:class:`NoRoomForTrials` when a single-node Ray has fewer free CPUs or GPUs than one trial needs (the sweep
-    would wait forever: e.g. a :class:`~envs.ray_evaluator.RayEvaluator`'s workers hold every CPU of its local Ray).
-    A cluster of several nodes is trusted to make room (autoscaling)."""
+    would wait forever: e.g. a :class:`~distilsearch.envs.ray_evaluator.RayEvaluator`'s workers hold every CPU of its
+    local Ray). A cluster of several nodes is trusted to make room (autoscaling)."""
     if sum(1 for node in ray.nodes() if node.get("Alive")) > 1:
         return
     free = ray.available_resources()

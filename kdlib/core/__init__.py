@@ -1,0 +1,1 @@
+"""Utilities every room uses: atomic writes, content hashes, cache paths, devices, runtime versions."""

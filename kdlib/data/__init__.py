@@ -1,0 +1,1 @@
+"""Data: embedded assets, task definitions and readers, splits, tokenization, batching, augmentation."""

@@ -1,0 +1,1 @@
+"""Measurement: accuracy scoring, FLOPs, memory footprint, latency, export."""

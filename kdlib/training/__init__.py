@@ -1,0 +1,1 @@
+"""Training: KD losses and terms, temperature, the distiller, teacher outputs, fine-tuning, the teacher."""

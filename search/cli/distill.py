@@ -1,0 +1,158 @@
+"""``distilsearch distill``: distil one student with flags for every StudentSpec / KDConfig field (or a config file)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+from transformers import AutoConfig
+
+from distilsearch.kdlib.data.assets import AssetError
+from distilsearch.kdlib.data.tasks import TASKS, load_task
+from distilsearch.kdlib.student_evaluator import StudentEvaluator
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.training.teacher import get_teacher, resolve_base_dir
+from distilsearch.search.cli.console import JsonFlag, console, fail
+from distilsearch.search.cli.options import collect_model_values, model_parameters
+from distilsearch.search.destinations import DestinationError, check_folder_destination
+
+
+def read_config_file(path: Path) -> dict[str, dict[str, Any]]:
+    """A YAML or JSON file with optional ``spec`` and ``kd`` mappings (and an optional ``task``)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        fail(f"cannot read config file {path}: {error}")
+    if not isinstance(loaded, dict):
+        fail(f"config file {path} must be a mapping with keys spec, kd and task; got a {type(loaded).__name__}")
+    unknown = sorted(str(key) for key in set(loaded) - {"spec", "kd", "task"})
+    if unknown:
+        fail(f"config file {path} must be a mapping with keys spec, kd and task; got also {', '.join(unknown)}")
+    for key in ("spec", "kd"):
+        if not isinstance(loaded.get(key, {}), dict):
+            fail(f"config file {path}: {key} must be a mapping of field: value, got {loaded[key]!r}")
+    if not isinstance(loaded.get("task", ""), str):
+        fail(f"config file {path}: task must be a task name, got {loaded['task']!r}")
+    return loaded
+
+
+def build_candidate(teacher_config: Any, spec_values: dict[str, Any], kd_values: dict[str, Any]) -> Candidate:
+    """The candidate from given values; unspecified sizes keep the teacher's (an identity cut)."""
+    spec = StudentSpec.identity(teacher_config, **spec_values)
+    return Candidate(spec=spec, kd=KDConfig(**kd_values))
+
+
+def result_table(result: EvalResult) -> Table:
+    """Student metrics beside the teacher's: accuracy and retention, OOD, latency and speed-ups, size."""
+    table = Table("metric", "student", "teacher", "ratio", title=f"student {result.candidate.content_hash()}")
+    table.add_row(
+        "test accuracy", f"{result.accuracy:.4f}", f"{result.teacher_accuracy:.4f}", f"{result.retention:.1%}"
+    )
+    table.add_row(
+        "validation accuracy",
+        f"{result.validation_accuracy:.4f}",
+        f"{result.teacher_validation_accuracy:.4f}",
+        f"{result.validation_retention:.1%}",
+    )
+    for label, student, teachers in (
+        ("OOD test", result.ood_accuracy, result.teacher_ood_accuracy),
+        ("OOD dev", result.ood_dev_accuracy, result.teacher_ood_dev_accuracy),
+    ):
+        for name, value in student.items():
+            teacher = teachers[name]
+            ratio = f"{value / teacher:.1%}" if teacher else "-"
+            table.add_row(f"{label} {name}", f"{value:.4f}", f"{teacher:.4f}", ratio)
+    if result.majority_validation_accuracy is not None:
+        table.add_row("majority-label rate (validation)", f"{result.majority_validation_accuracy:.4f}", "", "")
+    if result.learning_curve:
+        curve = ", ".join(f"{point.step}: {point.validation_accuracy:.3f}" for point in result.learning_curve)
+        table.add_row("validation curve (step: accuracy)", curve, "", "")
+    for point in result.latency:
+        table.add_row(
+            f"latency {point.batch}x{point.seq_len} (ms)",
+            f"{point.median_ms:.2f} [{point.p10_ms:.2f}-{point.p90_ms:.2f}]",
+            f"{point.teacher_median_ms:.2f}",
+            f"{point.speedup:.2f}x (FLOPs {point.theoretical_speedup:.2f}x)",
+        )
+    table.add_row(
+        "parameters", f"{result.params_total / 1e6:.2f}M", "", f"non-embedding {result.params_non_embedding / 1e6:.2f}M"
+    )
+    table.add_row("size", f"{result.size_bytes / 1e6:.2f} MB", "", "")
+    table.add_row("training", f"{result.train_seconds:.0f} s, {result.train_steps} steps", "", "")
+    return table
+
+
+def distill(
+    task: Annotated[
+        str | None, typer.Option(help="Task name (default rt-polarity, or the config file's task).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="YAML/JSON file with 'spec' and 'kd' mappings; flags override it."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Save the student here (Hugging Face folder + distilsearch.json).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an --out folder that exists and is not empty.")
+    ] = False,
+    json_output: JsonFlag = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    base: Annotated[
+        Path | None, typer.Option(help="Local base model folder for the teacher (default: MiniLM).")
+    ] = None,
+    **values: Any,
+) -> None:
+    """Distil one student from the task's teacher and print its metrics beside the teacher's.
+
+    Every StudentSpec and KDConfig field has a flag; student sizes not given keep the teacher's.
+    """
+    if out is not None:
+        try:
+            check_folder_destination(out, force=force)
+        except DestinationError as error:
+            fail(str(error))
+    file_values = read_config_file(config) if config else {}
+    task = task or file_values.get("task") or "rt-polarity"
+    if task not in TASKS:
+        fail(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    spec_values = file_values.get("spec", {}) | collect_model_values(StudentSpec, values)
+    kd_values = file_values.get("kd", {}) | collect_model_values(KDConfig, values)
+    try:
+        base_dir = resolve_base_dir(base, progress=not json_output)
+        base_config = AutoConfig.from_pretrained(base_dir, local_files_only=True)
+        candidate = build_candidate(base_config, spec_values, kd_values)
+        candidate.spec.validate_against(base_config)
+        teacher = get_teacher(task, base_dir=base_dir, device=device, progress=not json_output)
+        evaluator = StudentEvaluator(teacher, load_task(task, progress=False), device=device, progress=not json_output)
+    except (AssetError, OSError, ValueError) as error:
+        fail(str(error))
+    result = evaluator.evaluate(candidate, out_dir=out)
+    if json_output:
+        print(result.model_dump_json(indent=2))
+    elif result.status == "ok":
+        console.print(result_table(result))
+        if result.student_path:
+            console.print(f"student saved to {result.student_path}", highlight=False)
+    else:
+        console.print(f"[bold red]{result.status}:[/] {result.error}", highlight=False)
+    if result.status != "ok":
+        raise typer.Exit(code=1)
+
+
+_fixed = [
+    p
+    for p in inspect.signature(distill, eval_str=True).parameters.values()
+    if p.kind is not inspect.Parameter.VAR_KEYWORD
+]
+distill.__signature__ = inspect.Signature(
+    [*_fixed, *model_parameters(StudentSpec, "Student"), *model_parameters(KDConfig, "Distillation")]
+)

@@ -1,0 +1,129 @@
+"""RayEvaluator: a private local Ray (2 CPUs), two workers over the tiny teacher and the toy task, one shared store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from ray_helpers import (
+    CRASH_SEED,
+    FAST_LATENCY,
+    HANG_SEED,
+    TOY_RECIPE,
+    TOY_TASK,
+    register_toy_task_with_faults,
+    toy_candidate,
+)
+from toy_table import TOY_TEACHER
+
+from distilsearch.envs.evaluators import BatchEvaluator, Evaluator
+from distilsearch.envs.fidelity import Fidelity
+from distilsearch.envs.ray_evaluator import MAX_TEMP_DIR_BYTES, RayEvaluator
+from distilsearch.envs.space import SearchSpace
+from distilsearch.envs.store import EvaluationStore
+from distilsearch.search.agents import make_agent
+from distilsearch.search.budget import HISTORY_FILE, BudgetedEvaluator
+from distilsearch.search.dnas.tune import NoRoomForTrials, check_room
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Iterator[RayEvaluator]:
+    """Two one-CPU workers that die on ``seed=CRASH_SEED`` and hang on ``seed=HANG_SEED``; Ray is stopped after."""
+    assert not ray.is_initialized()
+    python_path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    home = tmp_path_factory.mktemp("ray_home")
+    evaluator = RayEvaluator(
+        TOY_TASK,
+        num_workers=2,
+        num_cpus_per_eval=1,
+        run_dir=tmp_path_factory.mktemp("a_rather_long_run_folder_name_for_the_ray_evaluator_tests"),
+        fidelity=Fidelity("tiny", max_steps=6),
+        device="cpu",
+        teacher_recipe=TOY_RECIPE,
+        base_dir=tiny_bert_dir,
+        latency=FAST_LATENCY,
+        setup=register_toy_task_with_faults,
+        runtime_env={"env_vars": {"PYTHONPATH": python_path, "DISTILSEARCH_HOME": str(home)}},
+        object_store_bytes=100 * 2**20,
+        startup_timeout_s=120,
+        max_worker_restarts=2,
+    )
+    yield evaluator
+    evaluator.shutdown()
+    assert not ray.is_initialized()
+
+
+def test_four_candidates_run_in_parallel_into_the_store(pool: RayEvaluator) -> None:
+    assert isinstance(pool, Evaluator) and ray.cluster_resources()["CPU"] == 2
+    assert pool.temp_dir is not None and pool.temp_dir.is_relative_to(pool.run_dir.resolve())
+    assert len(os.fsencode(pool.temp_dir)) > MAX_TEMP_DIR_BYTES and (pool.temp_dir / "session_latest").is_dir()
+    assert (pool.run_dir / "ray_tmp").stat().st_mode & 0o777 == 0o700
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
+    candidates = [toy_candidate(num_layers=n, ffn_size=f) for n in (1, 2) for f in (32, 64)]
+    results = pool.evaluate_many([*candidates, candidates[0]])
+    assert [r.status for r in results] == ["ok"] * 5, [r.error for r in results]
+    assert results[4] == results[0] and [r.candidate.kd.max_steps for r in results] == [6] * 5
+    assert [r.candidate.spec for r in results[:4]] == [c.spec for c in candidates]
+    rows = EvaluationStore(pool.store_path).rows()
+    assert len(rows) == 4 and {row.fidelity for row in rows} == {"tiny"}
+    assert {row.task for row in rows} == {pool.task} and {row.teacher_key for row in rows} == {pool.teacher_key}
+    assert len({row.pid for row in rows}) == 2, "both workers should have distilled"
+    assert (pool.distillations, pool.reused) == (4, 0)
+    assert pool.evaluate(candidates[1]) == results[1]
+    assert (pool.distillations, pool.reused) == (4, 1)
+
+
+def test_a_dead_worker_gives_a_failed_result_and_is_replaced(pool: RayEvaluator) -> None:
+    failures, stored = pool.worker_failures, len(EvaluationStore(pool.store_path))
+    crashed, fine = pool.evaluate_many([toy_candidate(seed=CRASH_SEED), toy_candidate(seed=1)])
+    assert crashed.status == "failed" and "the worker died" in crashed.error, crashed.error
+    assert fine.status == "ok", fine.error
+    assert pool.worker_failures == failures + 1 and pool.live_workers == 2
+    assert len(EvaluationStore(pool.store_path)) == stored + 1, "worker failures are not stored"
+    after = pool.evaluate_many([toy_candidate(seed=2), toy_candidate(seed=3)])
+    assert [r.status for r in after] == ["ok", "ok"], [r.error for r in after]
+
+
+def test_a_stuck_worker_times_out(pool: RayEvaluator) -> None:
+    failures = pool.worker_failures
+    (stuck,) = pool.evaluate_many([toy_candidate(seed=HANG_SEED)], timeout_s=3)
+    assert stuck.status == "failed" and "timed out after 3 s" in stuck.error
+    assert pool.worker_failures == failures + 1 and pool.live_workers == 2
+
+
+@pytest.mark.parametrize("agent", ["evolution", "ppo"])
+def test_an_agent_keeps_both_workers_busy(pool: RayEvaluator, tmp_path: Path, agent: str) -> None:
+    # A sequential caller always gets the first idle worker, so two writing processes mean batches of two.
+    space = SearchSpace(
+        TOY_TEACHER,
+        {"num_layers": [1, 2, 3], "ffn_size": [16, 48], "seed": [11 if agent == "ppo" else 12, 13]},
+        {"hidden_size": 32, "num_heads": 4, "batch_size": 16, "max_length": 16, "lr": 1e-3},
+    )
+    known = {row.key for row in EvaluationStore(pool.store_path).rows()}
+    distilled = pool.distillations
+    budgeted = BudgetedEvaluator(pool, 4, history_path=tmp_path / HISTORY_FILE)
+    assert isinstance(pool, BatchEvaluator) and budgeted.parallelism == 2
+    options = {"population_size": 2, "sample_size": 1} if agent == "evolution" else {}
+    make_agent(agent, **options).run(budgeted, space, tmp_path, seed=0)
+    rows = [row for row in EvaluationStore(pool.store_path).rows() if row.key not in known]
+    assert budgeted.spent == len(rows) == 4 and pool.distillations == distilled + 4
+    assert {row.status for row in rows} == {"ok"} and len({row.pid for row in rows}) == 2
+
+
+def test_a_dnas_sweep_refuses_a_ray_whose_cpus_are_all_held(pool: RayEvaluator) -> None:
+    with pytest.raises(
+        NoRoomForTrials, match=r"a DNAS trial needs 1 CPU, but the Ray already running has 0 free \(of 2\)"
+    ):
+        check_room({"cpu": 1, "gpu": 0})
+
+
+def test_bad_settings_are_rejected_before_ray_starts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="num_workers=0 must be a positive int"):
+        RayEvaluator(TOY_TASK, num_workers=0, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown fidelity 'fastest'"):
+        RayEvaluator(TOY_TASK, num_workers=1, run_dir=tmp_path, fidelity="fastest")

@@ -1,0 +1,53 @@
+import pytest
+
+from distilsearch.kdlib.students.candidate import Candidate, EvalResult, LatencyPoint
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+
+SPEC = StudentSpec(num_layers=2, hidden_size=32, num_heads=4, ffn_size=64)
+
+
+def test_candidate_json_round_trip_and_stable_hash() -> None:
+    candidate = Candidate(spec=SPEC, kd=KDConfig(alpha=0.7, temperature=3.0))
+    again = Candidate.model_validate_json(candidate.model_dump_json())
+    assert again == candidate and again.content_hash() == candidate.content_hash()
+    assert Candidate(spec=SPEC, kd=KDConfig(alpha=0.6)).content_hash() != candidate.content_hash()
+    assert hash(candidate) == hash(again)
+
+
+def test_candidate_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="surprise"):
+        Candidate.model_validate({"spec": SPEC.model_dump(), "surprise": 1})
+
+
+def test_eval_result_derived_metrics() -> None:
+    point = LatencyPoint(
+        batch=1,
+        seq_len=64,
+        median_ms=2.0,
+        p10_ms=1.9,
+        p90_ms=2.2,
+        teacher_median_ms=10.0,
+        speedup=5.0,
+        theoretical_speedup=6.0,
+    )
+    result = EvalResult(
+        candidate=Candidate(spec=SPEC),
+        status="ok",
+        accuracy=0.76,
+        teacher_accuracy=0.8,
+        ood_accuracy={"a": 0.6, "b": 0.7},
+        teacher_ood_accuracy={"a": 0.7, "b": 0.8},
+        latency=[point],
+    )
+    assert result.retention == pytest.approx(0.95)
+    assert result.mean_ood_accuracy == pytest.approx(0.65)
+    assert result.ood_retention == pytest.approx(0.65 / 0.75)
+    assert result.speedup(1, 64) == 5.0 and result.speedup(32, 128) is None
+    assert EvalResult.model_validate_json(result.model_dump_json()) == result
+
+
+def test_failed_result_has_no_metrics() -> None:
+    result = EvalResult(candidate=Candidate(spec=SPEC), status="failed", error="loss became nan at step 3")
+    assert result.retention is None and result.ood_retention is None and result.mean_ood_accuracy is None
+    with pytest.raises(ValueError, match="status"):
+        EvalResult(candidate=Candidate(spec=SPEC), status="weird")

@@ -1,0 +1,90 @@
+"""Candidate -> EvalResult on a tiny teacher and the toy task."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from distilsearch.kdlib import student_evaluator as student_eval
+from distilsearch.kdlib.data.tasks import load_task
+from distilsearch.kdlib.measure.latency import LatencyProtocol
+from distilsearch.kdlib.student_evaluator import StudentEvaluator
+from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.training.distiller import DistillationOutcome
+from distilsearch.kdlib.training.finetune import FineTuneRecipe
+from distilsearch.kdlib.training.teacher import get_teacher
+
+FAST_LATENCY = LatencyProtocol(points=((1, 16), (4, 16)), warmup=1, repeats=3, num_threads=1)
+KD = KDConfig(max_steps=12, batch_size=16, max_length=16, lr=1e-3)
+
+
+@pytest.fixture
+def evaluator(toy_task: str, tiny_bert_dir: Path) -> StudentEvaluator:
+    recipe = FineTuneRecipe(epochs=2, batch_size=16, max_length=16, learning_rate=3e-3)
+    teacher = get_teacher(toy_task, recipe, base_dir=tiny_bert_dir, device="cpu", progress=False)
+    return StudentEvaluator(
+        teacher, load_task(toy_task, progress=False), device="cpu", latency=FAST_LATENCY, progress=False
+    )
+
+
+def candidate(kd: KDConfig = KD, **spec: object) -> Candidate:
+    sizes = {"num_layers": 2, "hidden_size": 32, "num_heads": 4, "ffn_size": 32} | spec
+    return Candidate(spec=StudentSpec(**sizes), kd=kd)
+
+
+def test_fp32_student_gets_every_metric(evaluator: StudentEvaluator) -> None:
+    result = evaluator.evaluate(candidate())
+    assert result.status == "ok", result.error
+    assert 0 <= result.accuracy <= 1 and 0 <= result.validation_accuracy <= 1
+    assert set(result.ood_accuracy) == {"echo"} == set(result.teacher_ood_accuracy)
+    # selection metrics beside the test ones: validation and the OOD dev half, for the student and the teacher
+    assert set(result.ood_dev_accuracy) == {"echo"} == set(result.teacher_ood_dev_accuracy)
+    assert 0 <= result.teacher_validation_accuracy <= 1 and result.validation_retention is not None
+    assert result.train_steps == 12 and [point.step for point in result.learning_curve] == [12]
+    assert [(p.batch, p.seq_len) for p in result.latency] == [(1, 16), (4, 16)]
+    assert all(p.speedup > 0 and p.theoretical_speedup > 1 for p in result.latency)
+    assert result.params_total > result.params_non_embedding > 0
+    assert result.size_bytes > 0 and result.flops > 0 and result.train_seconds > 0
+    distillation = result.provenance["distillation"]
+    assert distillation["steps"] == 12 and distillation["teacher_forward_batches"] == 0
+    assert result.provenance["teacher_key"] == evaluator.teacher.key
+
+
+def test_invalid_spec_is_reported_not_raised(evaluator: StudentEvaluator) -> None:
+    result = evaluator.evaluate(candidate(num_layers=9))
+    assert result.status == "invalid" and "num_layers=9" in result.error
+
+
+def test_low_bit_and_trimmed_students(evaluator: StudentEvaluator) -> None:
+    fp32 = evaluator.evaluate(candidate())
+    ternary = evaluator.evaluate(candidate(weight_bits=2))
+    int8 = evaluator.evaluate(candidate(weight_bits=8, trim_vocab=True))
+    assert ternary.status == "ok" and int8.status == "ok", (ternary.error, int8.error)
+    assert ternary.size_bytes < fp32.size_bytes and int8.size_bytes < fp32.size_bytes
+    assert int8.params_total < fp32.params_total
+
+
+def test_export_loads_with_stock_transformers(evaluator: StudentEvaluator, tmp_path: Path) -> None:
+    result = evaluator.evaluate(candidate(trim_vocab=True), out_dir=tmp_path / "student")
+    assert result.student_path == str(tmp_path / "student")
+    model = AutoModelForSequenceClassification.from_pretrained(result.student_path)
+    tokenizer = AutoTokenizer.from_pretrained(result.student_path)
+    assert model.config.vocab_size == len(tokenizer) < evaluator.teacher_config.vocab_size
+    assert (tmp_path / "student" / "distilsearch.json").is_file()
+
+
+def test_diverged_distillation_is_a_failed_result(evaluator: StudentEvaluator, monkeypatch: pytest.MonkeyPatch) -> None:
+    def diverging(*args, **kwargs) -> DistillationOutcome:
+        return DistillationOutcome(status="failed", error="loss became nan at step 3 (stage prediction)")
+
+    monkeypatch.setattr(student_eval, "distill", diverging)
+    result = evaluator.evaluate(candidate())
+    assert result.status == "failed" and "nan" in result.error and result.accuracy is None
+
+
+def test_task_must_match_teacher(evaluator: StudentEvaluator) -> None:
+    other = dataclasses.replace(evaluator.task, name="another-task")
+    with pytest.raises(ValueError, match="does not match"):
+        StudentEvaluator(evaluator.teacher, other)
