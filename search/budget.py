@@ -48,8 +48,9 @@ from distilsearch.envs.fidelity import Fidelity
 from distilsearch.envs.rewards import Reward, WeightedReward
 from distilsearch.kdlib.core.atomic import read_appended_lines
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.search import run_layout
 
-HISTORY_FILE = "evaluations.jsonl"
+HISTORY_FILE = run_layout.LEDGER
 IDENTITY = ("task", "teacher_key", "fidelity")
 Unit = Literal["evaluations", "steps"]
 UNITS: tuple[Unit, ...] = ("evaluations", "steps")
@@ -70,7 +71,7 @@ class BudgetExhausted(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class LedgerEntry:
     """One entry of the ledger: the ``index``-th distinct request of the run (a candidate at ``fidelity``), its
     result, its reward and its ``cost`` in budget units."""
 
@@ -103,7 +104,7 @@ class BudgetedEvaluator:
         self,
         evaluator: Evaluator,
         budget: int,
-        on_result: Callable[[Evaluation], None] | None = None,
+        on_result: Callable[[LedgerEntry], None] | None = None,
         *,
         reward: Reward | None = None,
         history_path: str | Path | None = None,
@@ -118,9 +119,9 @@ class BudgetedEvaluator:
         self.reward = reward if reward is not None else WeightedReward()
         self.history_path = Path(history_path) if history_path is not None else None
         self.repeats = 0
-        self._history: list[Evaluation] = []
-        self._by_key: dict[str, Evaluation] = {}
-        self._best: Evaluation | None = None
+        self._history: list[LedgerEntry] = []
+        self._by_key: dict[str, LedgerEntry] = {}
+        self._best: LedgerEntry | None = None
         self._spent = 0
         if self.history_path is not None:
             self._load(self.history_path)
@@ -252,7 +253,7 @@ class BudgetedEvaluator:
         """Score every new result, then append each to the ledger, record it and report it."""
         start = len(self._history)
         entries = [
-            Evaluation(start + offset, candidate, result, self._score(result), fidelity, cost)
+            LedgerEntry(start + offset, candidate, result, self._score(result), fidelity, cost)
             for offset, (candidate, result, fidelity, cost) in enumerate(evaluated)
         ]
         for entry in entries:
@@ -294,12 +295,12 @@ class BudgetedEvaluator:
         return self.budget - self._spent
 
     @property
-    def history(self) -> tuple[Evaluation, ...]:
+    def history(self) -> tuple[LedgerEntry, ...]:
         """Every distinct request, in the order first evaluated (results blinded)."""
         return tuple(_blinded(entry) for entry in self._history)
 
     @property
-    def best(self) -> Evaluation | None:
+    def best(self) -> LedgerEntry | None:
         """The entry with the highest reward (the earliest on ties), result blinded; None before the first."""
         return None if self._best is None else _blinded(self._best)
 
@@ -308,12 +309,12 @@ class BudgetedEvaluator:
         evaluation order."""
         return [entry.result for entry in self._history]
 
-    def entries(self) -> tuple[Evaluation, ...]:
+    def entries(self) -> tuple[LedgerEntry, ...]:
         """Every ledger entry with its full result (test included): for reports and for repairing the store, never
         for agents."""
         return tuple(self._history)
 
-    def lookup(self, candidate: Candidate, fidelity: FidelityArg = None) -> Evaluation | None:
+    def lookup(self, candidate: Candidate, fidelity: FidelityArg = None) -> LedgerEntry | None:
         """The ledger entry of ``candidate`` at ``fidelity`` (result blinded), or None when never evaluated."""
         entry = self._by_key.get(self._key(candidate, fidelity))
         return None if entry is None else _blinded(entry)
@@ -335,7 +336,7 @@ class BudgetedEvaluator:
             raise ValueError(f"reward {self.reward.name!r} gave {value} for candidate {candidate}")
         return value
 
-    def _record(self, entry: Evaluation) -> None:
+    def _record(self, entry: LedgerEntry) -> None:
         self._history.append(entry)
         self._by_key[self._key(entry.candidate, entry.fidelity)] = entry
         self._spent += entry.cost
@@ -346,7 +347,7 @@ class BudgetedEvaluator:
         identity = {name: getattr(self.evaluator, name) for name in IDENTITY}
         return identity | ({"unit": self.unit} if self.unit != "evaluations" else {})
 
-    def _append(self, path: Path, entry: Evaluation) -> None:
+    def _append(self, path: Path, entry: LedgerEntry) -> None:
         lines = []
         if not path.exists() or path.stat().st_size == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,34 +365,49 @@ class BudgetedEvaluator:
             os.fsync(out.fileno())
 
     def _load(self, path: Path) -> None:
-        """Read the ledger; a torn last line (a crash mid-append: no final newline) is cut off."""
-        lines = read_appended_lines(path)
-        if not lines:
-            return
-        try:
-            identity = json.loads(lines[0])
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: line 1 is not the ledger's JSON header: {error}") from None
-        if identity != self._identity():
-            raise ValueError(
-                f"{path} records evaluations of {identity}, but the evaluator is {self._identity()}; "
-                "use a new run directory for another task, teacher, fidelity or budget unit"
-            )
-        for number, line in enumerate(lines[1:], start=2):
-            try:
-                record = json.loads(line)
-                candidate = Candidate.model_validate(record["candidate"])
-                result = EvalResult.model_validate(record["result"])
-                fidelity = str(record.get("fidelity", self.evaluator.fidelity))
-                cost = record.get("cost", 1)
-                if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
-                    raise ValueError(f"cost={cost!r} is not a non-negative int")
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise ValueError(f"{path}: line {number} is not a ledger entry: {error}") from None
+        """Read the ledger back (see :func:`read_ledger`); its header must name this evaluator."""
+        identity, records = read_ledger(path, default_fidelity=self.evaluator.fidelity)
+        if identity is not None and identity != self._identity():
+            raise run_layout.ResumeMismatch(path.parent, run_layout.setting_differences(identity, self._identity()))
+        for number, (candidate, result, fidelity, cost) in enumerate(records, start=2):
             if self._key(candidate, fidelity) in self._by_key:
                 raise ValueError(f"{path}: line {number} repeats candidate {candidate.content_hash()} at {fidelity}")
-            self._record(Evaluation(len(self._history), candidate, result, self._score(result), fidelity, cost))
+            self._record(LedgerEntry(len(self._history), candidate, result, self._score(result), fidelity, cost))
 
 
-def _blinded(entry: Evaluation) -> Evaluation:
+LedgerRecord = tuple[Candidate, EvalResult, str, int]
+
+
+def read_ledger(path: Path, default_fidelity: str | None = None) -> tuple[dict[str, str] | None, list[LedgerRecord]]:
+    """The ledger's header (the evaluator's identity; None for an empty file) and its records ``(candidate, result,
+    fidelity, cost)`` in order; a torn last line (a crash mid-append: no final newline) is cut off. A record without
+    a fidelity takes ``default_fidelity`` (else the header's). ValueError naming the file and line for anything
+    else that does not parse."""
+    lines = read_appended_lines(path)
+    if not lines:
+        return None, []
+    try:
+        identity = json.loads(lines[0])
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: line 1 is not the ledger's JSON header: {error}") from None
+    if not isinstance(identity, dict):
+        raise ValueError(f"{path}: line 1 is not the ledger's JSON header (an object naming the evaluator)")
+    fallback = default_fidelity if default_fidelity is not None else str(identity.get("fidelity", ""))
+    records: list[LedgerRecord] = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            record = json.loads(line)
+            candidate = Candidate.model_validate(record["candidate"])
+            result = EvalResult.model_validate(record["result"])
+            fidelity = str(record.get("fidelity", fallback))
+            cost = record.get("cost", 1)
+            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+                raise ValueError(f"cost={cost!r} is not a non-negative int")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: line {number} is not a ledger entry: {error}") from None
+        records.append((candidate, result, fidelity, cost))
+    return identity, records
+
+
+def _blinded(entry: LedgerEntry) -> LedgerEntry:
     return replace(entry, result=entry.result.blinded())

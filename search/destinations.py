@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-RUN_MARKERS = ("config.yaml", "store.sqlite", "evaluations.jsonl")
+from distilsearch.search import run_layout
+
+RUN_MARKERS = run_layout.MARKERS
 
 
 class DestinationError(ValueError):

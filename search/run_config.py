@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distilsearch.envs.fidelity import FIDELITIES
-from distilsearch.envs.limits import Limits
-from distilsearch.envs.rewards import REWARDS
 from distilsearch.kdlib.core.atomic import write_text_atomic
-from distilsearch.kdlib.data.tasks import TASKS
-from distilsearch.search.agents import AGENTS
+from distilsearch.search import run_layout
 
-CONFIG_FILE = "config.yaml"
+if TYPE_CHECKING:
+    from distilsearch.envs.limits import Limits
+
+CONFIG_FILE = run_layout.CONFIG
 RESUMABLE_CHANGES = frozenset({"budget", "out", "workers", "ray_address"})
 
 
@@ -24,30 +23,54 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: str = "rt-polarity"
-    agent: str = "evolution"
-    budget: int = Field(8, ge=1)
-    budget_unit: Literal["evaluations", "steps"] = "evaluations"
-    backend: Literal["live", "table", "surrogate"] = "live"
-    fidelity: str = "low"
-    reward: str = "weighted"
-    reward_options: dict[str, Any] = Field(default_factory=dict)
-    agent_options: dict[str, Any] = Field(default_factory=dict)
-    workers: int = Field(1, ge=1)
-    ray_address: str | None = None
-    gpus_per_eval: float = Field(0.0, ge=0)
-    seed: int = 0
-    table: Path | None = None
-    space: Path | None = None
-    base: Path | None = None
-    max_length: int = Field(64, ge=8)
-    min_speedup: float | None = None
-    max_params: int | None = None
-    max_size_mb: float | None = None
-    out: Path | None = None
+    task: str = Field("rt-polarity", description="Task name (distilsearch tasks lists them).")
+    agent: str = Field(
+        "evolution",
+        description="random, evolution, ppo, maskable-ppo, dnas, successive-halving, hyperband or mo-asha.",
+    )
+    budget: int = Field(8, ge=1, description="Budget to spend, in budget_unit.")
+    budget_unit: Literal["evaluations", "steps"] = Field(
+        "evaluations", description="evaluations (each new request costs 1) or steps (its training steps)."
+    )
+    backend: Literal["live", "table", "surrogate"] = Field(
+        "live", description="live (distil for real), table or surrogate (a benchmark table; predictions)."
+    )
+    fidelity: str = Field("low", description="Training budget per evaluation: low, medium, high, full.")
+    reward: str = Field("weighted", description="weighted, mnasnet or constrained.")
+    reward_options: dict[str, Any] = Field(default_factory=dict, description="The reward's settings (config file).")
+    agent_options: dict[str, Any] = Field(default_factory=dict, description="The agent's settings (config file).")
+    workers: int = Field(1, ge=1, description="Parallel live evaluations on Ray; agents propose this many at a time.")
+    ray_address: str | None = Field(None, description="Join a Ray cluster ('auto' or ray://...).")
+    gpus_per_eval: float = Field(0.0, ge=0, description="GPUs per evaluation on Ray.")
+    seed: int = Field(0, description="Seed of the agent.")
+    table: Path | None = Field(None, description="Benchmark table (table / surrogate backends).")
+    space: Path | None = Field(None, description="Search space YAML (default: derived from the teacher).")
+    base: Path | None = Field(None, description="Local base model folder for the teacher (default: MiniLM).")
+    max_length: int = Field(64, ge=8, description="Tokens per example.")
+    min_speedup: float | None = Field(None, description="Least FLOPs speed-up over the teacher at batch 1 x 64.")
+    max_params: int | None = Field(None, description="Most parameters of a student (e.g. 5e6).")
+    max_size_mb: float | None = Field(None, description="Most MB (10^6 bytes) of a student's weights.")
+    out: Path | None = Field(None, description="Run folder (default results/runs/<task>-<agent>-<backend>-seed<seed>).")
+
+    @field_validator("max_params", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        """Accept ``5e6`` (as written on a command line) for a parameter count."""
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+            return int(number) if number.is_integer() else value
+        return value
 
     @model_validator(mode="after")
     def _known_names(self) -> SearchConfig:
+        from distilsearch.envs.fidelity import FIDELITIES
+        from distilsearch.envs.rewards import REWARDS
+        from distilsearch.kdlib.data.tasks import TASKS
+        from distilsearch.search.agents import AGENTS
+
         for field, registry in (("task", TASKS), ("agent", AGENTS), ("fidelity", FIDELITIES), ("reward", REWARDS)):
             value = getattr(self, field)
             if value not in registry:
@@ -57,6 +80,8 @@ class SearchConfig(BaseModel):
 
     def limits(self) -> Limits:
         """The deployment limits given (``min_speedup``, ``max_params``, ``max_size_mb``); validated."""
+        from distilsearch.envs.limits import Limits
+
         return Limits(self.min_speedup, self.max_params, self.max_size_mb)
 
     def run_dir(self) -> Path:

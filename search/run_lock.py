@@ -18,9 +18,10 @@ from types import TracebackType
 from filelock import FileLock, Timeout
 
 from distilsearch.kdlib.core.atomic import write_json_atomic
+from distilsearch.search import run_layout
 
-LOCK_FILE = ".lock"
-HOLDER_FILE = ".lock.holder"
+LOCK_FILE = run_layout.LOCK
+HOLDER_FILE = run_layout.LOCK_HOLDER
 
 
 class RunLocked(RuntimeError):

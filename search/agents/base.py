@@ -18,9 +18,10 @@ from typing import Any, ClassVar
 from distilsearch.envs.rewards import Reward
 from distilsearch.envs.space import SearchSpace
 from distilsearch.kdlib.core.atomic import write_json_atomic
+from distilsearch.search import run_layout
 from distilsearch.search.budget import IDENTITY, BudgetedEvaluator
 
-MANIFEST_FILE = "agent.json"
+MANIFEST_FILE = run_layout.AGENT_MANIFEST
 
 
 def _plain(value: Any) -> Any:
@@ -76,10 +77,9 @@ class Agent(ABC):
         path = run_dir / MANIFEST_FILE
         if path.exists():
             started = json.loads(path.read_text(encoding="utf-8"))
-            changed = sorted(key for key in manifest.keys() | started.keys() if manifest.get(key) != started.get(key))
-            if changed:
-                details = "; ".join(f"{key}: {started.get(key)!r} then, {manifest.get(key)!r} now" for key in changed)
-                raise ValueError(f"{run_dir} holds a run started with other settings ({details}); use a new run_dir")
+            differences = run_layout.setting_differences(started, manifest)
+            if differences:
+                raise run_layout.ResumeMismatch(run_dir, differences)
         else:
             write_json_atomic(path, manifest)
         self.search(budgeted, space, run_dir, seed)

@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 
 from distilsearch.envs.space import Choices, SearchSpace
+from distilsearch.search import run_layout
 from distilsearch.search.agents.base import Agent, check_int
 from distilsearch.search.agents.checkpoint import load_state, save_state
-from distilsearch.search.budget import BudgetedEvaluator, Evaluation
+from distilsearch.search.budget import BudgetedEvaluator, LedgerEntry
 
-STATE_FILE = "evolution.json"
+STATE_FILE = run_layout.AGENT_STATES["evolution"]
 STATE_VERSION = 1
 
 
@@ -66,7 +67,7 @@ def mutate(space: SearchSpace, parent: Choices, rng: np.random.Generator) -> Cho
     return tuple(child)
 
 
-def _entry(budgeted: BudgetedEvaluator, space: SearchSpace, member: Choices) -> Evaluation:
+def _entry(budgeted: BudgetedEvaluator, space: SearchSpace, member: Choices) -> LedgerEntry:
     entry = budgeted.lookup(space.decode(member))
     if entry is None:
         raise ValueError(

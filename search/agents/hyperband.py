@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from distilsearch.search import run_layout
 from distilsearch.search.agents.multifidelity import EPSILON
 from distilsearch.search.agents.successive_halving import BracketAgent
 
@@ -35,7 +36,7 @@ class Hyperband(BracketAgent):
     """Hyperband's brackets, cycled in order (see the module docstring)."""
 
     name = "hyperband"
-    state_file = "hyperband.json"
+    state_file = run_layout.AGENT_STATES["hyperband"]
 
     def bracket(self, index: int, levels: int) -> tuple[int, int]:
         schedule = hyperband_brackets(levels, self.eta)

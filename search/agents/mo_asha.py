@@ -55,6 +55,7 @@ import numpy as np
 
 from distilsearch.envs.space import Choices, SearchSpace
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
+from distilsearch.search import run_layout
 from distilsearch.search.agents.base import Agent
 from distilsearch.search.agents.checkpoint import load_state, save_state
 from distilsearch.search.agents.multifidelity import (
@@ -67,9 +68,9 @@ from distilsearch.search.agents.multifidelity import (
     floor_share,
     request,
 )
-from distilsearch.search.budget import BudgetedEvaluator, Evaluation
+from distilsearch.search.budget import BudgetedEvaluator, LedgerEntry
 
-STATE_FILE = "mo_asha.json"
+STATE_FILE = run_layout.AGENT_STATES["mo-asha"]
 STATE_VERSION = 1
 DEFAULT_OBJECTIVES = ("validation_accuracy", "speedup")
 _RUNG = re.compile(r"rung-([1-9][0-9]*)")
@@ -158,7 +159,7 @@ def promotion_order(points: Sequence[Sequence[float] | None], ties: Sequence[int
 class RungState:
     """Each level's results in ledger order, who was promoted from each level and every candidate drawn."""
 
-    results: list[list[Evaluation]]
+    results: list[list[LedgerEntry]]
     promoted: list[set[str]]
     drawn: set[Choices] = field(default_factory=set)
 
@@ -265,7 +266,7 @@ class MOASHA(Agent):
         return None
 
 
-def rebuild(history: Sequence[Evaluation], rungs: Rungs, space: SearchSpace) -> RungState:
+def rebuild(history: Sequence[LedgerEntry], rungs: Rungs, space: SearchSpace) -> RungState:
     """The rung state that the ledger entries ``history`` record (see the module docstring)."""
     state = RungState([[] for _ in range(rungs.levels)], [set() for _ in range(rungs.levels)])
     for entry in history:

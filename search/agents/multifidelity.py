@@ -26,7 +26,7 @@ from distilsearch.envs.fidelity import rung, rung_ladder
 from distilsearch.envs.space import SearchSpace
 from distilsearch.kdlib.students.candidate import Candidate
 from distilsearch.search.agents.base import check_int
-from distilsearch.search.budget import BudgetedEvaluator, Evaluation
+from distilsearch.search.budget import BudgetedEvaluator, LedgerEntry
 
 DEFAULT_MIN_STEPS = 100
 DEFAULT_ETA = 3
@@ -128,7 +128,7 @@ def request(budgeted: BudgetedEvaluator, jobs: Sequence[tuple[Candidate, int]]) 
     return affordable == len(requests)
 
 
-def entry_at(budgeted: BudgetedEvaluator, candidate: Candidate, steps: int) -> Evaluation:
+def entry_at(budgeted: BudgetedEvaluator, candidate: Candidate, steps: int) -> LedgerEntry:
     """The ledger entry of ``candidate`` at ``rung(steps)``; ``ValueError`` when it is not recorded."""
     entry = budgeted.lookup(candidate, rung(steps))
     if entry is None:

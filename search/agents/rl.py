@@ -76,13 +76,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from distilsearch.envs.space import SearchSpace
 from distilsearch.envs.student_search import StudentSearchEnv, StudentSearchOneShotEnv
 from distilsearch.kdlib.core.atomic import write_bytes_atomic, write_json_atomic
+from distilsearch.search import run_layout
 from distilsearch.search.agents.base import Agent, check_int
 from distilsearch.search.agents.batched_env import BatchedSearchVecEnv
 from distilsearch.search.agents.checkpoint import CheckpointError
 from distilsearch.search.budget import BudgetedEvaluator
 
-STATE_FILE = "policy.json"
-LEGACY_MODEL_FILE = "model.zip"
+STATE_FILE = run_layout.AGENT_STATES["ppo"]
+LEGACY_MODEL_FILE = run_layout.PPO_LEGACY_MODEL
 STATE_VERSION = 1
 POLICY_PREFIX = "policy."
 OPTIMIZER_PREFIX = "optimizer."

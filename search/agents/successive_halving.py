@@ -39,6 +39,7 @@ import numpy as np
 
 from distilsearch.envs.space import Choices, SearchSpace
 from distilsearch.kdlib.students.candidate import Candidate
+from distilsearch.search import run_layout
 from distilsearch.search.agents.base import Agent, check_int
 from distilsearch.search.agents.checkpoint import load_state, save_state
 from distilsearch.search.agents.multifidelity import (
@@ -125,7 +126,7 @@ class SuccessiveHalving(BracketAgent):
     """
 
     name = "successive-halving"
-    state_file = "successive_halving.json"
+    state_file = run_layout.AGENT_STATES["successive-halving"]
 
     def __init__(
         self,

@@ -7,34 +7,20 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
-from rich.table import Table
 
-from distilsearch.envs.store import EvaluationStore, StoreError
-from distilsearch.kdlib.students.candidate import EvalResult
 from distilsearch.search.cli.console import JsonFlag, console, fail
-from distilsearch.search.pareto import (
-    default_reference,
-    frontier_table,
-    get_objective,
-    hypervolume,
-    hypervolume_trace,
-    most_trained,
-    objective_matrix,
-    objective_names,
-    reference_point,
-    teacher_value,
-    usable,
-)
-from distilsearch.search.plots import plot_frontier, plot_hypervolume
+from distilsearch.search.run_layout import FRONTIER_PNG, HYPERVOLUME_PNG
+from distilsearch.search.run_layout import STORE as STORE_FILE
 
-STORE_FILE = "store.sqlite"
-FRONTIER_PNG = "frontier.png"
-HYPERVOLUME_PNG = "hypervolume.png"
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
+    from distilsearch.kdlib.students.candidate import EvalResult
+
 METRIC_WIDTH = 28
 MEMBER_WIDTH = 16
 
@@ -50,6 +36,9 @@ class Run:
 
 
 def _load_run(path: Path, name: str) -> Run:
+    from distilsearch.envs.store import EvaluationStore, StoreError
+    from distilsearch.search.pareto import most_trained
+
     if not path.is_dir():
         fail(f"run folder {path} does not exist or is not a folder")
     store_path = path / STORE_FILE
@@ -81,6 +70,8 @@ def _load_runs(paths: list[Path]) -> list[Run]:
 
 
 def _parse_reference(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    from distilsearch.search.pareto import get_objective
+
     reference: dict[str, float] = {}
     for part in filter(None, (piece.strip() for piece in text.split(","))):
         key, equals, value = part.partition("=")
@@ -100,6 +91,8 @@ def _parse_reference(text: str, names: tuple[str, ...]) -> dict[str, float]:
 
 
 def _cell(value: Any) -> str:
+    import numpy as np
+
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, int | np.integer):
@@ -111,6 +104,8 @@ def _cell(value: Any) -> str:
 
 def _frontier_tables(run: Run, frame: pd.DataFrame, width: int) -> list[Table]:
     """Metrics as rows and frontier members (best first) as columns, split so each table fits ``width``."""
+    from rich.table import Table
+
     fits = max(1, (width - METRIC_WIDTH - 4) // (MEMBER_WIDTH + 3))
     per_table = math.ceil(len(frame) / math.ceil(len(frame) / fits))
     tables = []
@@ -130,6 +125,8 @@ def _frontier_tables(run: Run, frame: pd.DataFrame, width: int) -> list[Table]:
 
 
 def _status_line(run: Run, names: tuple[str, ...]) -> str:
+    from distilsearch.search.pareto import usable
+
     counts = Counter(result.status for result in run.results)
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     return f"{len(run.results)} evaluation(s) ({statuses or 'none'}), {len(usable(run.results, names))} usable"
@@ -161,6 +158,27 @@ def pareto(
 ) -> None:
     """Show the Pareto frontier and hypervolume of a run (and of --compare runs); write frontier.png and
     hypervolume.png into RUN_DIR (the first two objectives are plotted, the second on the x axis)."""
+    report_frontiers(run_dir, objectives=objectives, compare=compare, json_output=json_output, reference=reference)
+
+
+def report_frontiers(
+    run_dir: Path, *, objectives: str, compare: list[Path] | None, json_output: bool, reference: str | None
+) -> None:
+    """Print the frontier tables (or the JSON report) of ``run_dir`` and the ``compare`` runs; write the plots."""
+    from distilsearch.search.pareto import (
+        default_reference,
+        frontier_table,
+        get_objective,
+        hypervolume,
+        hypervolume_trace,
+        objective_matrix,
+        objective_names,
+        reference_point,
+        teacher_value,
+        usable,
+    )
+    from distilsearch.search.plots import plot_frontier, plot_hypervolume
+
     try:
         names = objective_names(objectives)
     except ValueError as error:

@@ -41,12 +41,13 @@ from distilsearch.kdlib.core.atomic import write_json_atomic
 from distilsearch.kdlib.students.candidate import Candidate
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 from distilsearch.kdlib.training.teacher import Teacher
+from distilsearch.search import run_layout
 from distilsearch.search.agents.base import Agent, check_int
 from distilsearch.search.budget import BudgetedEvaluator
 from distilsearch.search.dnas.train import DNASConfig
 from distilsearch.search.dnas.tune import ASHA_METRICS, TrialOutcome, check_grid, run_dnas_tune
 
-STATE_FILE = "dnas.json"
+STATE_FILE = run_layout.AGENT_STATES["dnas"]
 SEARCH_FIELDS = (
     "steps",
     "weight_lr",

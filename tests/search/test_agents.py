@@ -20,7 +20,7 @@ from distilsearch.envs.store import EvaluationStore, evaluation_key
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 from distilsearch.search.agents import AGENTS, Agent, make_agent, register_agent
 from distilsearch.search.agents.evolution import STATE_FILE, mutate
-from distilsearch.search.budget import HISTORY_FILE, BudgetedEvaluator, BudgetExhausted, Evaluation
+from distilsearch.search.budget import HISTORY_FILE, BudgetedEvaluator, BudgetExhausted, LedgerEntry
 
 REWARD = WeightedReward(w_acc=1.0, w_speed=0.1)
 NAMES = ["random", "evolution", "ppo", "maskable-ppo"]
@@ -115,7 +115,7 @@ def test_a_budget_below_one_is_refused(table: TableEvaluator, budget: object) ->
 
 def test_repeats_are_free_and_new_candidates_past_the_budget_raise(table: TableEvaluator, tmp_path: Path) -> None:
     evaluator = counting(table, tmp_path)
-    seen: list[Evaluation] = []
+    seen: list[LedgerEntry] = []
     budgeted = BudgetedEvaluator(evaluator, 3, seen.append, reward=REWARD)
     a, b, c, d = first_candidates(4)
     first = budgeted.evaluate(a)
@@ -152,7 +152,7 @@ def test_the_ledger_carries_the_budget_into_a_resumed_run(table: TableEvaluator,
         resumed.evaluate(d)
     with pytest.raises(ValueError, match="budget=2 is below the 3 evaluations already recorded"):
         BudgetedEvaluator(table, 2, history_path=path)
-    with pytest.raises(ValueError, match=r"'task': 'toy-task'.*use a new run directory"):
+    with pytest.raises(ValueError, match=r"other settings \(task: 'toy-task' -> .*the same settings to resume"):
         BudgetedEvaluator(CountingEvaluator(table, evaluator.store, task="other"), 5, history_path=path)
     with path.open("a", encoding="utf-8") as out:
         out.write('{"candidate": {"spec"')
@@ -166,7 +166,7 @@ def test_the_ledger_carries_the_budget_into_a_resumed_run(table: TableEvaluator,
 
 def test_a_batch_spends_one_unit_per_new_candidate_or_nothing(table: TableEvaluator, tmp_path: Path) -> None:
     evaluator = BatchCountingEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"), parallelism=4)
-    seen: list[Evaluation] = []
+    seen: list[LedgerEntry] = []
     budgeted = BudgetedEvaluator(evaluator, 4, seen.append, reward=REWARD, history_path=tmp_path / HISTORY_FILE)
     assert isinstance(evaluator, BatchEvaluator) and budgeted.parallelism == 4
     assert BudgetedEvaluator(table, 1).parallelism == 1
@@ -285,11 +285,11 @@ def test_the_batched_vec_env_cuts_episodes_the_budget_cannot_pay_for(table: Tabl
 
 def test_resuming_with_other_settings_is_refused(table: TableEvaluator, tmp_path: Path) -> None:
     run("evolution", table, 3, tmp_path)
-    with pytest.raises(ValueError, match=r"other settings .*seed: 0 then, 1 now"):
+    with pytest.raises(ValueError, match=r"other settings .*seed: 0 -> 1"):
         run("evolution", table, 6, tmp_path, seed=1)
-    with pytest.raises(ValueError, match=r"options: .*'population_size': 6.* then, .*'population_size': 7"):
+    with pytest.raises(ValueError, match=r"options: .*'population_size': 6.* -> .*'population_size': 7"):
         run("evolution", table, 6, tmp_path, population_size=7)
-    with pytest.raises(ValueError, match="agent: 'evolution' then, 'random' now"):
+    with pytest.raises(ValueError, match="agent: 'evolution' -> 'random'"):
         run("random", table, 6, tmp_path)
 
 

@@ -27,7 +27,7 @@ from distilsearch.search.agents.mo_asha import (
     promotion_order,
 )
 from distilsearch.search.agents.multifidelity import Rungs
-from distilsearch.search.budget import HISTORY_FILE, BudgetedEvaluator, Evaluation
+from distilsearch.search.budget import HISTORY_FILE, BudgetedEvaluator, LedgerEntry
 
 REWARD = WeightedReward(w_acc=1.0, w_speed=0.1)
 NAMES = ["successive-halving", "hyperband", "mo-asha"]
@@ -128,7 +128,7 @@ def ledger(budgeted: BudgetedEvaluator) -> list[tuple[str, str, float]]:
     return [(entry.candidate.content_hash(), entry.fidelity, entry.reward) for entry in budgeted.history]
 
 
-def steps_of(entry: Evaluation) -> int:
+def steps_of(entry: LedgerEntry) -> int:
     return int(entry.fidelity.removeprefix("rung-"))
 
 
@@ -343,7 +343,7 @@ def test_equal_points_are_ordered_by_the_ledger_and_missing_points_go_last() -> 
     assert promotion_order([None, (0.1, 0.1), (math.nan, 9.0), (0.2, 0.2)], [0, 1, 2, 3]) == [3, 1, 0, 2]
 
 
-def _entries(points: list[tuple[float, float] | None], start: int = 0) -> list[Evaluation]:
+def _entries(points: list[tuple[float, float] | None], start: int = 0) -> list[LedgerEntry]:
     """Fake ledger entries for hand cases: the i-th valid candidate of TOY_SPACE with (validation accuracy,
     speed-up at 1 x 64) from ``points``; None is a failed run."""
     entries = []
@@ -366,7 +366,7 @@ def _entries(points: list[tuple[float, float] | None], start: int = 0) -> list[E
                 )
             ]
             result = EvalResult(candidate=candidate, status="ok", validation_accuracy=point[0], latency=latency)
-        entries.append(Evaluation(index, candidate, result, 0.0, "rung-4", 4))
+        entries.append(LedgerEntry(index, candidate, result, 0.0, "rung-4", 4))
     return entries
 
 

@@ -342,7 +342,7 @@ def test_an_internal_error_prints_one_line_and_the_log(toy: Toy, monkeypatch: py
     def explode(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("distilsearch.search.cli.pareto.frontier_table", explode)
+    monkeypatch.setattr("distilsearch.search.pareto.frontier_table", explode)
     result = runner.invoke(app, ["pareto", str(toy.run)])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
