@@ -48,7 +48,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from distilsearch.envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
 from distilsearch.envs.live import LiveEvaluator
-from distilsearch.envs.store import EvaluationStore, evaluation_key
+from distilsearch.envs.store import STORE_FILE, EvaluationStore, evaluation_key
 from distilsearch.kdlib.measure.latency import LatencyProtocol
 from distilsearch.kdlib.student_evaluator import DEFAULT_LATENCY
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
@@ -213,7 +213,7 @@ class RayEvaluator:
     ``num_cpus_per_eval`` / ``num_gpus_per_eval`` are each worker's Ray resources (its torch thread count is the
     whole CPUs); ``object_store_bytes`` sizes a local Ray's object store (results are small). ``eval_timeout_s``
     bounds one evaluation (None: no bound), ``startup_timeout_s`` a worker's start (loading, or first fine-tuning,
-    the teacher). ``store_path`` defaults to ``<run_dir>/evaluations.sqlite``; ``distillations``, ``reused`` and
+    the teacher). ``store_path`` defaults to ``<run_dir>/store.sqlite``; ``distillations``, ``reused`` and
     ``worker_failures`` count over the pool. Not thread-safe: call from one thread.
     """
 
@@ -255,7 +255,7 @@ class RayEvaluator:
         self.fidelity_level = get_fidelity(fidelity)
         self.fidelity = self.fidelity_level.name
         self.run_dir = Path(run_dir)
-        self.store_path = Path(store_path) if store_path is not None else self.run_dir / "evaluations.sqlite"
+        self.store_path = Path(store_path) if store_path is not None else self.run_dir / STORE_FILE
         if address is None or not address.startswith("ray://"):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             EvaluationStore(self.store_path).close()

@@ -39,6 +39,7 @@ from distilsearch.kdlib.core.hashing import sha256_json
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult, Status
 
 SCHEMA_VERSION = 1
+STORE_FILE = "store.sqlite"  # the store's name in a run folder (search.run_layout.STORE) and a Ray run's default
 LATENCY_POINT = (1, 64)
 STATUSES: tuple[str, ...] = get_args(Status)
 EXPORT_SUFFIXES = (".csv", ".jsonl")

@@ -50,3 +50,10 @@ def test_no_layer_is_importable_as_a_top_level_module(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_one_store_file_name() -> None:
+    from distilsearch.envs.store import STORE_FILE
+    from distilsearch.search.run_layout import STORE
+
+    assert STORE == STORE_FILE == "store.sqlite"
