@@ -64,12 +64,21 @@ DEFAULT_CHOICES: dict[str, tuple[Value, ...]] = {
     "alpha": (0.3, 0.5, 0.7, 0.9),
     "temperature": (1.0, 2.0, 4.0, 8.0),
     "temperature_schedule": ("constant", "linear_decay", "adaptive"),
-    "hidden_weight": (0.0, 0.1, 1.0),
-    "attention_weight": (0.0, 0.1, 1.0),
-    "embedding_weight": (0.0, 0.1, 1.0),
     "attention_loss": ("mse", "kl", "cosine"),
     "layer_mapping": ("uniform", "last", "skip"),
 }
+
+
+def default_choices() -> dict[str, tuple[Value, ...]]:
+    """:data:`DEFAULT_CHOICES` plus the weight of every registered KD term that has ``search_choices`` (see
+    :mod:`distilsearch.kdlib.training.kd_terms`), StudentSpec fields first, each model's in declaration order."""
+    from distilsearch.kdlib.training.kd_terms import KD_TERMS  # imports torch; the space itself stays light
+
+    terms = {term.weight_field: term.search_choices for term in KD_TERMS.values() if term.search_choices}
+    chosen: dict[str, tuple[Value, ...]] = DEFAULT_CHOICES | terms
+    return {name: chosen[name] for name in (*StudentSpec.model_fields, *KDConfig.model_fields) if name in chosen}
+
+
 DEFAULT_FIXED: dict[str, Value] = {
     "max_steps": 2000,
     "lr": KDConfig.model_fields["lr"].default,
@@ -506,7 +515,8 @@ class SearchSpace:
           head count (so every head-count choice divides every hidden choice);
         * ``num_heads``: the divisors of the teacher's head count;
         * ``ffn_size``: 1/4, 1/2, 3/4 and all of the teacher's, rounded to multiples of 64 when a quarter is >= 64;
-        * the KD and student choices of :data:`DEFAULT_CHOICES`; fixed fields :data:`DEFAULT_FIXED` (or ``fixed``);
+        * the KD and student choices of :func:`default_choices` (:data:`DEFAULT_CHOICES` and the registered KD terms'
+          weights); fixed fields :data:`DEFAULT_FIXED` (or ``fixed``);
         * the deployment ``limits`` (:class:`~distilsearch.envs.limits.Limits` or its mapping form), none by default.
         """
         teacher = teacher_config
@@ -522,7 +532,7 @@ class SearchSpace:
             "hidden_size": _fractions(teacher.hidden_size, HIDDEN_FRACTIONS, unit),
             "num_heads": tuple(d for d in range(1, heads + 1) if heads % d == 0),
             "ffn_size": _fractions(teacher.intermediate_size, FFN_FRACTIONS, ffn_unit),
-            **DEFAULT_CHOICES,
+            **default_choices(),
         }
         return cls(teacher, dimensions, DEFAULT_FIXED if fixed is None else fixed, limits=limits)
 

@@ -22,20 +22,23 @@ blocks (the lower blocks take the remainder; blocks left with 0 steps are skippe
 rest, at least one step. Early stopping can end the prediction stage sooner. Batches come from one seeded stream of
 length-grouped epochs that continues across stages.
 
-Losses (:mod:`kdlib.training.losses`) follow :func:`kdlib.students.layer_map.intermediate_layer_map`: embedding loss on
-pair ``(0, 0)`` through W_0; hidden-state and attention losses averaged over the mapped layers (so a weight means the
-same for any depth), attention heads aligned by ``attention_loss``; MiniLM's value relation on the last layers'
-value vectors with :func:`distilsearch.kdlib.training.losses.shared_head_count` relation heads. The projections W_h (one
-``HiddenProjection`` map per student layer with a hidden-state, embedding or cosine loss) train with the student
-and are discarded. Attention maps are Hugging Face's post-softmax probabilities, which include attention dropout
+Losses are the terms of :data:`distilsearch.kdlib.training.kd_terms.KD_TERMS` that the config's weights turn on: each
+declares its student hidden-state indices, features, projection and phase, and every stage computes and combines its
+terms in registry order (a registered term joins the layer choice, stages, teacher features and total without a change
+here). The built-in terms (:mod:`kdlib.training.losses`) follow :func:`kdlib.students.layer_map.intermediate_layer_map`:
+embedding loss on pair ``(0, 0)`` through W_0; hidden-state and attention losses averaged over the mapped layers (so a
+weight means the same for any depth), attention heads aligned by ``attention_loss``; MiniLM's value relation on the last
+layers' value vectors with :func:`distilsearch.kdlib.training.losses.shared_head_count` relation heads. The projections
+W_h (one ``HiddenProjection`` map per student layer with a hidden-state, embedding or cosine loss) train with the
+student and are discarded. Attention maps are Hugging Face's post-softmax probabilities, which include attention dropout
 in the student's train mode.
 
-Teacher. Cached ``teacher_logits`` (row-aligned with ``train_set``) serve every prediction-stage step unless an
-online teacher forward is needed anyway: augmented batches (see :mod:`kdlib.data.augmentation`), the cosine loss, or
-no cache. Intermediate stages always run the teacher, under ``torch.inference_mode``.
-``DistillationOutcome.teacher_forward_batches`` counts the forwards. With ``augmentation`` set, every stage
-replaces a random half (``kdlib.data.augmentation.AUGMENTED_SHARE``) of each batch's rows by augmented copies (seeded);
-in the prediction stage those rows are trained on the teacher's soft targets alone.
+Teacher. Cached ``teacher_logits`` (row-aligned with ``train_set``) serve every prediction-stage step unless an online
+teacher forward is needed anyway: augmented batches (see :mod:`kdlib.data.augmentation`), a term reading other teacher
+features than logits (the cosine loss), or no cache. Intermediate stages always run the teacher, under
+``torch.inference_mode``. ``DistillationOutcome.teacher_forward_batches`` counts the forwards. With ``augmentation``
+set, every stage replaces a random half (``kdlib.data.augmentation.AUGMENTED_SHARE``) of each batch's rows by augmented
+copies (seeded); in the prediction stage those rows are trained on the teacher's soft targets alone.
 
 Learning curve. At every checkpoint of :func:`curve_checkpoints` (geometric steps 25, 50, 100, ... and the last step
 trained) the student is scored on the validation set and on ``curve_sets`` (the OOD dev halves); the points land in
@@ -65,7 +68,6 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
-from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distilsearch.kdlib.core.device import autocast
@@ -77,18 +79,8 @@ from distilsearch.kdlib.students.layer_map import intermediate_layer_map
 from distilsearch.kdlib.students.specs import KDConfig
 from distilsearch.kdlib.students.vocabulary import MappedInputs
 from distilsearch.kdlib.training.finetune import TrainingDivergedError
-from distilsearch.kdlib.training.losses import (
-    HiddenProjection,
-    attention_loss,
-    combine_losses,
-    cosine_embedding_loss,
-    embedding_loss,
-    hard_label_loss,
-    hidden_state_loss,
-    shared_head_count,
-    soft_target_loss,
-    value_relation_loss,
-)
+from distilsearch.kdlib.training.kd_terms import KD_TERMS, Feature, Features, KDTerm, TermInputs, enabled_terms
+from distilsearch.kdlib.training.losses import HiddenProjection, combine_losses, shared_head_count
 from distilsearch.kdlib.training.temperature import temperatures
 
 WARMUP_SHARE = 0.1
@@ -142,14 +134,13 @@ def curve_checkpoints(total_steps: int, first: int = FIRST_CHECKPOINT) -> tuple[
 
 def intermediate_layers(config: KDConfig, num_student_layers: int) -> tuple[int, ...]:
     """Student hidden-state indices that carry an intermediate loss under ``config`` (increasing)."""
-    layers = set()
-    if config.embedding_weight > 0:
-        layers.add(0)
-    if config.hidden_weight > 0 or config.attention_weight > 0:
-        layers.update(range(1, num_student_layers + 1))
-    if config.value_relation_weight > 0:
-        layers.add(num_student_layers)
-    return tuple(sorted(layers))
+    terms = enabled_terms(config, "intermediate")
+    return tuple(sorted({layer for term in terms for layer in term.layers(num_student_layers)}))
+
+
+def _intermediate_weights() -> str:
+    """The weight fields of the registered intermediate terms, comma-separated."""
+    return ", ".join(str(term.weight_field) for term in KD_TERMS.values() if term.phase == "intermediate")
 
 
 def budget_steps(config: KDConfig, train_size: int) -> int:
@@ -168,14 +159,10 @@ def plan_stages(config: KDConfig, *, num_student_layers: int, train_size: int) -
     general = config.general_distillation_steps
     if general and not layers:
         raise ValueError(
-            f"general_distillation_steps={general} needs an intermediate loss: set embedding_weight, hidden_weight, "
-            "attention_weight or value_relation_weight > 0"
+            f"general_distillation_steps={general} needs an intermediate loss: set one of {_intermediate_weights()} > 0"
         )
     if config.progressive and not layers:
-        raise ValueError(
-            "progressive=True needs an intermediate loss: set embedding_weight, hidden_weight, attention_weight "
-            "or value_relation_weight > 0"
-        )
+        raise ValueError(f"progressive=True needs an intermediate loss: set one of {_intermediate_weights()} > 0")
     if config.progressive and config.intermediate_share == 0:
         raise ValueError("progressive=True trains an intermediate phase: set intermediate_share > 0")
     if general >= total:
@@ -199,54 +186,43 @@ def plan_stages(config: KDConfig, *, num_student_layers: int, train_size: int) -
 
 @dataclass(frozen=True)
 class _Terms:
-    """The loss terms a stage computes, in student hidden-state indices."""
+    """The registry terms a stage computes (in registry order), each with its student hidden-state indices."""
 
-    embedding: bool = False
-    hidden: tuple[int, ...] = ()
-    attention: tuple[int, ...] = ()
-    value_relation: bool = False
-    prediction: bool = False
-    cosine: bool = False
+    chosen: tuple[tuple[KDTerm, tuple[int, ...]], ...]
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        return frozenset(feature for term, _ in self.chosen for feature in term.features)
+
+    @property
+    def prediction(self) -> bool:
+        """Whether this is a prediction stage (it computes the prediction-phase terms)."""
+        return any(term.phase == "prediction" for term, _ in self.chosen)
 
     @property
     def projected(self) -> tuple[int, ...]:
-        return tuple(sorted(({0} if self.embedding else set()) | set(self.hidden)))
+        """The indices whose W_h the stage uses."""
+        return tuple(sorted({layer for term, layers in self.chosen if term.projected for layer in layers}))
 
-    @property
-    def needs_hidden_states(self) -> bool:
-        return self.embedding or bool(self.hidden) or self.cosine
-
-    @property
-    def features(self) -> bool:
-        """Whether any intermediate (feature) loss is computed."""
-        return self.embedding or bool(self.hidden) or bool(self.attention) or self.value_relation
+    def layers_reading(self, feature: Feature) -> tuple[int, ...]:
+        """The student indices at which some term reads ``feature``."""
+        return tuple(sorted({layer for term, layers in self.chosen if feature in term.features for layer in layers}))
 
 
 def _stage_terms(stage: Stage, config: KDConfig, num_student_layers: int) -> _Terms:
-    prediction = {"prediction": True, "cosine": config.cosine_weight > 0}
-    if stage.kind == "prediction" and config.intermediate_share > 0:
-        return _Terms(**prediction)
-    layers = intermediate_layers(config, num_student_layers)
-    if stage.layer is not None:
-        layers = (stage.layer,)
-    encoder = tuple(layer for layer in layers if layer >= 1)
-    return _Terms(
-        embedding=0 in layers and config.embedding_weight > 0,
-        hidden=encoder if config.hidden_weight > 0 else (),
-        attention=encoder if config.attention_weight > 0 else (),
-        value_relation=num_student_layers in layers and config.value_relation_weight > 0,
-        **(prediction if stage.kind == "prediction" else {}),
-    )
-
-
-@dataclass(frozen=True)
-class _TeacherOutputs:
-    """Teacher logits and features keyed by the teacher's hidden-state / attention index (float32, autograd-safe)."""
-
-    logits: Tensor
-    hidden: dict[int, Tensor] = field(default_factory=dict)
-    attention: dict[int, Tensor] = field(default_factory=dict)
-    values: Tensor | None = None
+    """Intermediate terms in the general and intermediate stages (a progressive block keeps those using its index);
+    prediction terms in the prediction stage, joined by the intermediate terms when ``intermediate_share == 0``."""
+    phases = {"intermediate"} if stage.kind != "prediction" else {"prediction"}
+    if stage.kind == "prediction" and config.intermediate_share == 0:
+        phases.add("intermediate")
+    chosen = []
+    for term in enabled_terms(config):
+        layers = term.layers(num_student_layers)
+        if term.phase == "intermediate" and stage.layer is not None:
+            layers = tuple(layer for layer in layers if layer == stage.layer)
+        if term.phase in phases and (layers or term.phase == "prediction"):
+            chosen.append((term, layers))
+    return _Terms(tuple(chosen))
 
 
 @contextlib.contextmanager
@@ -302,13 +278,13 @@ def _check_inputs(
             f"teacher_logits has shape {tuple(teacher_logits.shape)}, expected {(len(train_set), labels)} "
             "(one row per train_set row)"
         )
-    if config.attention_weight > 0:
-        for name, model in (("teacher", teacher), ("student", student)):
-            if model.config._attn_implementation != "eager":
-                raise ValueError(
-                    f"{name} uses attn_implementation={model.config._attn_implementation!r}; attention_weight > 0 "
-                    "needs 'eager' attention to read attention maps"
-                )
+    readers = [term.name for term in enabled_terms(config) if "attention" in term.features]
+    for name, model in (("teacher", teacher), ("student", student)):
+        if readers and model.config._attn_implementation != "eager":
+            raise ValueError(
+                f"{name} uses attn_implementation={model.config._attn_implementation!r}; the {readers[0]} loss "
+                "needs 'eager' attention to read attention maps"
+            )
     if config.augmentation == "mask" and mask_token_id is None:
         raise ValueError("mask_token_id=None: augmentation='mask' needs the teacher's [MASK] token id")
     if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
@@ -349,15 +325,12 @@ class _Distillation:
         self.input_id_map = None if input_id_map is None else input_id_map.long().to(device)
         self.mask_token_id = mask_token_id
         self.num_layers = student.config.num_hidden_layers
+        terms = enabled_terms(config)
         self.layer_map: dict[int, int] = {}
-        if intermediate_layers(config, self.num_layers) or config.cosine_weight > 0:
+        if any(term.layers(self.num_layers) for term in terms):
             teacher_layers = teacher.config.num_hidden_layers
             self.layer_map = dict(intermediate_layer_map(config.layer_mapping, self.num_layers, teacher_layers))
-        projected = ({0} if config.embedding_weight > 0 else set()) | (
-            set(range(1, self.num_layers + 1)) if config.hidden_weight > 0 else set()
-        )
-        if config.cosine_weight > 0:
-            projected.add(self.num_layers)
+        projected = {layer for term in terms if term.projected for layer in term.layers(self.num_layers)}
         self.projection = (
             HiddenProjection(student.config.hidden_size, teacher.config.hidden_size, sorted(projected)).to(device)
             if projected
@@ -383,9 +356,8 @@ class _Distillation:
             modules = [self.student.bert.embeddings]
         else:
             modules = [self.student.bert.encoder.layer[stage.layer - 1]]
-        used = set(terms.projected) | ({self.num_layers} if terms.cosine else set())
         if self.projection is not None:
-            modules += [self.projection[layer] for layer in sorted(used)]
+            modules += [self.projection[layer] for layer in terms.projected]
         return [parameter for module in modules for parameter in module.parameters()]
 
     def optimizer(self, stage: Stage, parameters: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, LambdaLR]:
@@ -402,30 +374,28 @@ class _Distillation:
         return optimizer, scheduler
 
     def needs_teacher(self, terms: _Terms) -> bool:
-        if not terms.prediction or terms.features:
+        """Whether the teacher runs: for any feature besides logits, and for logits unless cached ones serve."""
+        if terms.features - {"logits"}:
             return True
-        return self.config.augmentation != "none" or terms.cosine or self.cached_logits is None
+        return self.config.augmentation != "none" or self.cached_logits is None
 
-    def teacher_features(self, inputs: Batch, terms: _Terms) -> _TeacherOutputs:
-        """Teacher logits and the features ``terms`` need, as ordinary (autograd-safe) float32 tensors."""
-        hidden_needed = sorted(
-            {self.layer_map[layer] for layer in terms.projected}
-            | ({self.layer_map[self.num_layers]} if terms.cosine else set())
-        )
-        attention_needed = sorted({self.layer_map[layer] - 1 for layer in terms.attention})
+    def teacher_features(self, inputs: Batch, terms: _Terms) -> Features:
+        """Teacher logits and the features ``terms`` read, as ordinary (autograd-safe) float32 tensors."""
+        hidden_needed = sorted({self.layer_map[layer] for layer in terms.layers_reading("hidden")})
+        attention_needed = sorted({self.layer_map[layer] for layer in terms.layers_reading("attention")})
         with (
             torch.inference_mode(),
-            _captured_values(self.teacher, terms.value_relation) as values,
+            _captured_values(self.teacher, "values" in terms.features) as values,
             autocast(self.device),
         ):
             output = self.teacher(
                 **inputs, output_hidden_states=bool(hidden_needed), output_attentions=bool(attention_needed)
             )
         self.outcome.teacher_forward_batches += 1
-        return _TeacherOutputs(
+        return Features(
             logits=output.logits.float().clone(),
             hidden={index: output.hidden_states[index].float().clone() for index in hidden_needed},
-            attention={index: output.attentions[index].float().clone() for index in attention_needed},
+            attention={index: output.attentions[index - 1].float().clone() for index in attention_needed},
             values=values[0].float().clone() if values else None,
         )
 
@@ -446,18 +416,23 @@ class _Distillation:
         if self.needs_teacher(terms):
             teacher = self.teacher_features(inputs, terms)
         else:
-            teacher = _TeacherOutputs(logits=self.cached_logits[batch["rows"].cpu()].to(self.device))
+            teacher = Features(logits=self.cached_logits[batch["rows"].cpu()].to(self.device))
         student_inputs = dict(inputs)
         if self.input_id_map is not None:
             student_inputs["input_ids"] = self.input_id_map[inputs["input_ids"]]
-        with _captured_values(self.student, terms.value_relation) as values, autocast(self.device):
+        with _captured_values(self.student, "values" in terms.features) as values, autocast(self.device):
             output = self.student(
                 **student_inputs,
-                output_hidden_states=terms.needs_hidden_states,
-                output_attentions=bool(terms.attention),
+                output_hidden_states="hidden" in terms.features,
+                output_attentions="attention" in terms.features,
             )
-        mask = inputs["attention_mask"]
-        losses, weights = self.feature_losses(output, values, teacher, terms, mask)
+        student = Features(
+            logits=output.logits,
+            hidden=dict(enumerate(output.hidden_states or ())),
+            attention=dict(enumerate(output.attentions or (), start=1)),
+            values=values[0] if values else None,
+        )
+        temperature = None
         if terms.prediction:
             temperature = temperatures(
                 self.config.temperature_schedule,
@@ -466,85 +441,37 @@ class _Distillation:
                 step=step_in_stage,
                 total_steps=stage_steps,
             )
-            prediction, prediction_weights = self.prediction_losses(
-                output, teacher, batch, augmented, temperature, cosine=terms.cosine
-            )
-            losses |= prediction
-            weights |= prediction_weights
+        losses, weights = self.term_losses(student, teacher, terms, batch, augmented, temperature)
         total, _ = combine_losses(losses, weights)
         return total
 
-    def feature_losses(
+    def term_losses(
         self,
-        output: SequenceClassifierOutput,
-        values: list[Tensor],
-        teacher: _TeacherOutputs,
+        student: Features,
+        teacher: Features,
         terms: _Terms,
-        mask: Tensor,
-    ) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """The intermediate (embedding, hidden-state, attention, value-relation) terms and their weights."""
-        losses: dict[str, Tensor] = {}
-        weights: dict[str, float] = {}
-        if terms.embedding:
-            student_emb = output.hidden_states[0].float()
-            losses["embedding"] = embedding_loss(student_emb, teacher.hidden[0], self.projection[0], mask)
-            weights["embedding"] = self.config.embedding_weight
-        if terms.hidden:
-            per_layer = [
-                hidden_state_loss(
-                    output.hidden_states[layer].float(),
-                    teacher.hidden[self.layer_map[layer]],
-                    self.projection[layer],
-                    mask,
-                )
-                for layer in terms.hidden
-            ]
-            losses["hidden"] = torch.stack(per_layer).mean()
-            weights["hidden"] = self.config.hidden_weight
-        if terms.attention:
-            per_layer = [
-                attention_loss(
-                    output.attentions[layer - 1].float(),
-                    teacher.attention[self.layer_map[layer] - 1],
-                    self.config.attention_loss,
-                    mask,
-                )
-                for layer in terms.attention
-            ]
-            losses["attention"] = torch.stack(per_layer).mean()
-            weights["attention"] = self.config.attention_weight
-        if terms.value_relation:
-            losses["value_relation"] = value_relation_loss(values[0].float(), teacher.values, self.relation_heads, mask)
-            weights["value_relation"] = self.config.value_relation_weight
-        return losses, weights
-
-    def prediction_losses(
-        self,
-        output: SequenceClassifierOutput,
-        teacher: _TeacherOutputs,
         batch: Batch,
         augmented: Tensor,
-        temperature: Tensor,
-        *,
-        cosine: bool,
+        temperature: Tensor | None,
     ) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """``alpha * soft + (1 - alpha) * hard`` per example (soft only on augmented rows), plus the cosine term."""
+        """Every term of the stage on its layer pairs, in registry order, with its weight."""
         losses: dict[str, Tensor] = {}
         weights: dict[str, float] = {}
-        logits = output.logits.float()
-        soft = soft_target_loss(logits, teacher.logits, temperature, reduction="none")
-        hard = hard_label_loss(logits, batch["labels"], reduction="none")
-        alpha = self.config.alpha
-        losses["prediction"] = torch.where(augmented, soft, alpha * soft + (1 - alpha) * hard).mean()
-        weights["prediction"] = 1.0
-        if cosine:
-            top = self.num_layers
-            student_top = output.hidden_states[top].float()
-            teacher_top = teacher.hidden[self.layer_map[top]]
-            losses["cosine"] = cosine_embedding_loss(
-                student_top, teacher_top, self.projection[top], batch["attention_mask"]
+        for term, layers in terms.chosen:
+            inputs = TermInputs(
+                student=student,
+                teacher=teacher,
+                pairs=tuple((layer, self.layer_map[layer]) for layer in layers),
+                mask=batch["attention_mask"],
+                config=self.config,
+                projection=self.projection,
+                relation_heads=self.relation_heads,
+                labels=batch["labels"],
+                augmented=augmented,
+                temperature=temperature,
             )
-            weights["cosine"] = self.config.cosine_weight
+            losses[term.name] = term.loss(inputs)
+            weights[term.name] = term.weight(self.config)
         return losses, weights
 
     def accuracy_on(self, dataset: datasets.Dataset) -> float:
