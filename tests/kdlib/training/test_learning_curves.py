@@ -21,7 +21,7 @@ from distilsearch.kdlib.data.tasks import load_task
 from distilsearch.kdlib.data.tokenization import tokenize_task
 from distilsearch.kdlib.students.cutting import cut_student
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
-from distilsearch.kdlib.training import distiller
+from distilsearch.kdlib.training import kd_terms
 from distilsearch.kdlib.training.distiller import curve_checkpoints, distill
 from distilsearch.kdlib.training.teacher import Teacher
 from distilsearch.search.agents import make_agent
@@ -175,13 +175,13 @@ def test_joint_training_adds_the_intermediate_losses_to_the_prediction_stage(
     tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = distiller.hidden_state_loss
+    real = kd_terms.hidden_state_loss
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(distiller, "hidden_state_loss", counted)
+    monkeypatch.setattr(kd_terms, "hidden_state_loss", counted)
     joint = KDConfig(max_steps=6, batch_size=16, lr=1e-3, hidden_weight=1.0, intermediate_share=0.0)
     outcome = run(copy_of(tiny_teacher), sets, joint, curve_steps=(2, 4))
     assert outcome.stage_steps == {"prediction": 6} and outcome.teacher_forward_batches == 6
