@@ -4,7 +4,7 @@ Each row is a real ``StudentEvaluator`` run (cut from the teacher, distilled wit
 logits, scored on test and every OOD set, timed beside the teacher in the same process with the fixed latency
 protocol). Writes ``results/retention.md`` and ``results/retention.csv``.
 
-    .venv/bin/python -m benchmarks.retention [--epochs 3] [--only NAME ...]
+    .venv/bin/python -m benchmarks.retention [--epochs 3] [--only NAME ...] [--name REPORT]
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--only", nargs="*", choices=sorted(STUDENTS), help="evaluate only these students")
+    parser.add_argument("--name", default="retention", help="report name: results/NAME.md and results/NAME.csv")
     args = parser.parse_args()
     evaluator = default_evaluator(progress=True)
     rows = []
@@ -118,7 +119,7 @@ def main() -> None:
         )
     frame = pd.DataFrame(rows)
     RESULTS.mkdir(exist_ok=True)
-    frame.to_csv(RESULTS / "retention.csv", index=False)
+    frame.to_csv(RESULTS / f"{args.name}.csv", index=False)
     shown = ["model", "test_accuracy", "retention", "ood_accuracy", "ood_retention"]
     shown += [c for c in frame.columns if c.startswith("ood_") and c not in shown and c != "ood_retention"]
     shown += ["params_m", "non_embedding_params_m", "size_mb"]
@@ -146,7 +147,7 @@ def main() -> None:
             verdict,
         ]
     )
-    (RESULTS / "retention.md").write_text(report + "\n")
+    (RESULTS / f"{args.name}.md").write_text(report + "\n")
     print(report)
 
 
