@@ -287,7 +287,7 @@ def run_search(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(run_dir):
-            _locked(config, run_dir, agent, reward, space, session, progress, notify, on_evaluation)
+            _locked(_Job(config, run_dir, agent, reward, space, session, progress, on_evaluation), notify)
     except RunLocked as error:
         raise RunError(str(error)) from None
     except OSError as error:
@@ -414,46 +414,39 @@ def _run_log(run_dir: Path) -> tuple[logging.Logger, logging.Handler]:
     return log, handler
 
 
-def _locked(
-    config: SearchConfig,
-    run_dir: Path,
-    agent: Agent,
-    reward: Reward,
-    space: SearchSpace,
-    session: Session,
-    progress: bool,
-    notify: Notify | None,
-    on_evaluation: Callable[[LedgerEntry], None] | None,
-) -> None:
+@dataclass(frozen=True)
+class _Job:
+    """The parts of one search session, handed from :func:`run_search` to the steps that run it."""
+
+    config: SearchConfig
+    run_dir: Path
+    agent: Agent
+    reward: Reward
+    space: SearchSpace
+    session: Session
+    progress: bool
+    on_evaluation: Callable[[LedgerEntry], None] | None
+
+
+def _locked(job: _Job, notify: Notify | None) -> None:
     """The search itself, holding the run folder's lock: settings, evaluator, ledger, agent, frontier files."""
-    log, handler = _run_log(run_dir)
+    log, handler = _run_log(job.run_dir)
 
     def note(text: str) -> None:
-        session.notes.append(text)
+        job.session.notes.append(text)
         log.info(text)
         if notify is not None:
             notify(text)
 
     try:
-        _save_settings(config, run_dir, note)
-        _search(config, run_dir, agent, reward, space, session, progress, note, log, on_evaluation)
+        _save_settings(job.config, job.run_dir, note)
+        _search(job, note, log)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _search(
-    config: SearchConfig,
-    run_dir: Path,
-    agent: Agent,
-    reward: Reward,
-    space: SearchSpace,
-    session: Session,
-    progress: bool,
-    note: Notify,
-    log: logging.Logger,
-    on_evaluation: Callable[[LedgerEntry], None] | None,
-) -> None:
+def _search(job: _Job, note: Notify, log: logging.Logger) -> None:
     from tqdm.auto import tqdm
 
     from distilsearch.envs.ray_evaluator import RayEvaluator
@@ -463,6 +456,7 @@ def _search(
     from distilsearch.search.dnas.tune import NoRoomForTrials
     from distilsearch.search.pareto import frontier_table, most_trained
 
+    config, run_dir, space, session, on_evaluation = job.config, job.run_dir, job.space, job.session, job.on_evaluation
     layout = RunLayout(run_dir)
     try:
         store = EvaluationStore(layout.store)
@@ -479,7 +473,7 @@ def _search(
             "space; the rest will stay unspent"
         )
     unit = "eval" if config.budget_unit == "evaluations" else "step"
-    bar = tqdm(total=config.budget, desc=f"{config.agent} budget", unit=unit, disable=not progress)
+    bar = tqdm(total=config.budget, desc=f"{config.agent} budget", unit=unit, disable=not job.progress)
 
     def record(entry: LedgerEntry) -> None:
         result = entry.result
@@ -507,7 +501,7 @@ def _search(
 
     try:
         budgeted = BudgetedEvaluator(
-            evaluator, config.budget, record, reward=reward, history_path=layout.ledger, unit=config.budget_unit
+            evaluator, config.budget, record, reward=job.reward, history_path=layout.ledger, unit=config.budget_unit
         )
         session.restored = _restore_store(budgeted, store)
     except ResumeMismatch:
@@ -521,7 +515,7 @@ def _search(
     bar.update(budgeted.spent)
     log.info("search started: %s (already spent %d of %d)", config.model_dump_json(), budgeted.spent, config.budget)
     try:
-        agent.run(budgeted, space, run_dir, seed=config.seed)
+        job.agent.run(budgeted, space, run_dir, seed=config.seed)
     except ResumeMismatch:
         raise
     except (NoRoomForTrials, ValueError, StoreError) as error:
