@@ -9,28 +9,15 @@ from dataclasses import dataclass, field
 
 import datasets
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from distilsearch.kdlib.core.device import autocast
+from distilsearch.kdlib.core.progress import progress_bar
 from distilsearch.kdlib.data.batching import training_batches
 from distilsearch.kdlib.measure.scoring import accuracy, labels_of, predict_logits
+from distilsearch.kdlib.training.recipe import FineTuneRecipe
 
-
-class FineTuneRecipe(BaseModel):
-    """How a classifier is fine-tuned on labels. Part of every cache key that depends on it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    learning_rate: float = Field(8e-5, gt=0, le=1)
-    epochs: int = Field(2, ge=1, le=100)
-    batch_size: int = Field(32, ge=1, le=4096)
-    max_length: int = Field(64, ge=8, le=4096)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    max_train_examples: int | None = Field(None, ge=1)
-    seed: int = 0
+__all__ = ["FineTuneHistory", "FineTuneRecipe", "TrainingDivergedError", "fine_tune"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -76,7 +63,7 @@ def fine_tune(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total_steps), total_steps)
     history = FineTuneHistory()
     best_state: dict[str, torch.Tensor] | None = None
-    bar = tqdm(total=total_steps, desc=description, disable=not progress, unit="step")
+    bar = progress_bar(total=total_steps, desc=description, unit="step", disable=not progress)
     for epoch in range(recipe.epochs):
         model.train()
         for batch in training_batches(train_set, recipe.batch_size, pad_id, recipe.seed, epoch):

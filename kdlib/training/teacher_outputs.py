@@ -36,12 +36,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from distilsearch.kdlib.core.atomic import lock_for, staging_dir
 from distilsearch.kdlib.core.device import autocast
 from distilsearch.kdlib.core.hashing import sha256_json
 from distilsearch.kdlib.core.paths import cache_dir
+from distilsearch.kdlib.core.progress import progress_bar
 from distilsearch.kdlib.data.batching import evaluation_batches
 
 FORMAT_VERSION = 1
@@ -163,7 +163,7 @@ def _compute_logits(
     model.eval()
     logits: Tensor | None = None
     total = -(-len(dataset) // batch_size)
-    bar = tqdm(total=total, desc="teacher logits", disable=not progress, unit="batch")
+    bar = progress_bar(total=total, desc="teacher logits", unit="batch", disable=not progress)
     for indices, batch in evaluation_batches(dataset, batch_size, pad_id):
         inputs = {name: batch[name].to(device) for name in TOKEN_COLUMNS}
         with autocast(device):

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 from rich.table import Table
-from transformers import AutoConfig
 
-from distilsearch.kdlib.data.assets import AssetError
-from distilsearch.kdlib.data.tasks import TASKS, load_task
-from distilsearch.kdlib.student_evaluator import StudentEvaluator
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
-from distilsearch.kdlib.training.teacher import get_teacher, resolve_base_dir
 from distilsearch.search.cli.console import JsonFlag, console, fail
-from distilsearch.search.cli.options import collect_model_values, model_parameters
+from distilsearch.search.cli.options import collect_model_values, model_flags
 from distilsearch.search.destinations import DestinationError, check_folder_destination
 
 
@@ -88,6 +82,7 @@ def result_table(result: EvalResult) -> Table:
     return table
 
 
+@model_flags((StudentSpec, "Student"), (KDConfig, "Distillation"))
 def distill(
     task: Annotated[
         str | None, typer.Option(help="Task name (default rt-polarity, or the config file's task).")
@@ -115,6 +110,13 @@ def distill(
 
     Every StudentSpec and KDConfig field has a flag; student sizes not given keep the teacher's.
     """
+    from transformers import AutoConfig
+
+    from distilsearch.kdlib.data.assets import AssetError
+    from distilsearch.kdlib.data.tasks import TASKS, load_task
+    from distilsearch.kdlib.student_evaluator import StudentEvaluator
+    from distilsearch.kdlib.training.teacher import get_teacher, resolve_base_dir
+
     if out is not None:
         try:
             check_folder_destination(out, force=force)
@@ -146,13 +148,3 @@ def distill(
         console.print(f"[bold red]{result.status}:[/] {result.error}", highlight=False)
     if result.status != "ok":
         raise typer.Exit(code=1)
-
-
-_fixed = [
-    p
-    for p in inspect.signature(distill, eval_str=True).parameters.values()
-    if p.kind is not inspect.Parameter.VAR_KEYWORD
-]
-distill.__signature__ = inspect.Signature(
-    [*_fixed, *model_parameters(StudentSpec, "Student"), *model_parameters(KDConfig, "Distillation")]
-)

@@ -1,17 +1,22 @@
-"""Command-line options generated from pydantic models, so every StudentSpec / KDConfig field has a flag.
+"""Command-line options generated from pydantic models: the one way every command's settings become flags.
 
 Each field becomes a typer option (``--field-name``; ``--x/--no-x`` for booleans) that defaults to "not given";
-values are validated by the pydantic model itself, so errors name the field and the allowed values.
+values are validated by the pydantic model itself, so errors name the field and the allowed values. A command takes
+``**values`` and is decorated with :func:`model_flags`; it reads the given values back with
+:func:`collect_model_values`. The models must be light to import (no torch): ``--help`` builds every command.
 """
 
 from __future__ import annotations
 
 import inspect
 import types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from collections.abc import Callable, Collection
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def _is_optional(annotation: Any) -> bool:
@@ -52,6 +57,19 @@ def model_parameters(model: type[BaseModel], panel: str) -> list[inspect.Paramet
             annotation = Annotated[str | None, option]
         parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
     return parameters
+
+
+def model_flags(*groups: tuple[type[BaseModel], str], exclude: Collection[str] = ()) -> Callable[[_Command], _Command]:
+    """Give a command that takes ``**values`` one flag per field of each ``(model, help panel)`` group, after its own
+    parameters; fields named in ``exclude`` get none."""
+
+    def decorate(command: _Command) -> _Command:
+        own = inspect.signature(command, eval_str=True).parameters.values()
+        flags = [p for model, panel in groups for p in model_parameters(model, panel) if p.name not in exclude]
+        command.__signature__ = inspect.Signature([*(p for p in own if p.kind is not p.VAR_KEYWORD), *flags])
+        return command
+
+    return decorate
 
 
 def collect_model_values(model: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 from rich.table import Table
 
-from distilsearch.envs.store import EXPORT_SUFFIXES, STATUSES, EvaluationStore, StoredEvaluation, StoreError
+from distilsearch.kdlib.students.candidate import Status
 from distilsearch.search.cli.console import JsonFlag, console, fail, guarded
 from distilsearch.search.destinations import DestinationError, check_file_destination
 
+if TYPE_CHECKING:
+    from distilsearch.envs.store import EvaluationStore, StoredEvaluation
+
+STATUSES: tuple[str, ...] = get_args(Status)
 store_app = typer.Typer(help="Inspect and export an evaluation store.", no_args_is_help=True)
 StorePath = Annotated[
     Path, typer.Argument(metavar="STORE_PATH", help="The evaluation store (an SQLite file).", show_default=False)
@@ -21,6 +25,8 @@ KEY_PREFIX_CHARS = 12
 
 
 def _open(path: Path) -> EvaluationStore:
+    from distilsearch.envs.store import EvaluationStore, StoreError
+
     try:
         return EvaluationStore(path, create=False)
     except StoreError as error:
@@ -140,6 +146,8 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Export every stored evaluation to CSV (flat columns) or JSON Lines (full records)."""
+    from distilsearch.envs.store import EXPORT_SUFFIXES, StoreError
+
     if out.suffix not in EXPORT_SUFFIXES:
         fail(f"output {str(out)!r} must end in {' or '.join(EXPORT_SUFFIXES)}")
     try:
