@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,7 +112,7 @@ class Run:
     # ---- what the run holds ---------------------------------------------------------------------------------------
 
     def store(self) -> EvaluationStore:
-        """The run's evaluation store (read-only use; RunError when missing or not a store)."""
+        """The run's evaluation store, opened for reading (RunError when missing or not a store); close it when done."""
         from distilsearch.envs.store import EvaluationStore, StoreError
 
         if not self.layout.store.is_file():
@@ -126,10 +127,13 @@ class Run:
         from distilsearch.envs.store import StoreError
         from distilsearch.search.pareto import most_trained
 
+        store = self.store()
         try:
-            rows = self.store().rows(task=self.config.task)
+            rows = store.rows(task=self.config.task)
         except StoreError as error:
             raise RunError(str(error)) from None
+        finally:
+            store.close()
         return most_trained(row.result for row in rows)
 
     def ledger(self) -> list[LedgerEntry]:
@@ -336,8 +340,11 @@ def _nothing_spent(run_dir: Path) -> bool:
         return False
     if layout.ledger.is_file() and len(layout.ledger.read_text(encoding="utf-8", errors="replace").splitlines()) > 1:
         return False
+    if not layout.store.is_file():
+        return True
     try:
-        return not layout.store.is_file() or len(EvaluationStore(layout.store, create=False)) == 0
+        with closing(EvaluationStore(layout.store, create=False)) as store:
+            return len(store) == 0
     except StoreError:
         return False
 
@@ -447,10 +454,9 @@ def _locked(job: _Job, notify: Notify | None) -> None:
 
 
 def _search(job: _Job, note: Notify, log: logging.Logger) -> None:
-    from tqdm.auto import tqdm
-
     from distilsearch.envs.ray_evaluator import RayEvaluator
     from distilsearch.envs.store import EvaluationStore, StoreError, evaluation_key
+    from distilsearch.kdlib.core.progress import progress_bar
     from distilsearch.kdlib.data.assets import AssetError
     from distilsearch.search.budget import BudgetedEvaluator
     from distilsearch.search.dnas.tune import NoRoomForTrials
@@ -460,87 +466,93 @@ def _search(job: _Job, note: Notify, log: logging.Logger) -> None:
     layout = RunLayout(run_dir)
     try:
         store = EvaluationStore(layout.store)
-        evaluator = _evaluator(config, run_dir, store)
-    except (AssetError, ValueError, OSError, StoreError) as error:
+    except StoreError as error:
         raise RunError(str(error)) from None
-    if evaluator.task != config.task:
-        raise RunError(
-            f"the {config.backend} backend holds task {evaluator.task!r}, not the run's task {config.task!r}"
-        )
-    if config.budget_unit == "evaluations" and config.budget > space.num_valid():
-        note(
-            f"the budget of {config.budget} evaluations is above the {space.num_valid()} valid candidates of the "
-            "space; the rest will stay unspent"
-        )
-    unit = "eval" if config.budget_unit == "evaluations" else "step"
-    bar = tqdm(total=config.budget, desc=f"{config.agent} budget", unit=unit, disable=not job.progress)
+    with closing(store):
+        try:
+            evaluator = _evaluator(config, run_dir, store)
+        except (AssetError, ValueError, OSError, StoreError) as error:
+            raise RunError(str(error)) from None
+        if evaluator.task != config.task:
+            raise RunError(
+                f"the {config.backend} backend holds task {evaluator.task!r}, not the run's task {config.task!r}"
+            )
+        if config.budget_unit == "evaluations" and config.budget > space.num_valid():
+            note(
+                f"the budget of {config.budget} evaluations is above the {space.num_valid()} valid candidates of the "
+                "space; the rest will stay unspent"
+            )
+        unit = "eval" if config.budget_unit == "evaluations" else "step"
+        bar = progress_bar(total=config.budget, desc=f"{config.agent} budget", unit=unit, disable=not job.progress)
 
-    def record(entry: LedgerEntry) -> None:
-        result = entry.result
-        key = evaluation_key(result.candidate, evaluator.task, evaluator.teacher_key, entry.fidelity)
-        if key not in store:  # live evaluators store their own results; tables and surrogates do not
-            store.put(key, result, task=evaluator.task, teacher_key=evaluator.teacher_key, fidelity=entry.fidelity)
-        log.info(
-            "evaluation %d at %s (cost %d %s, %.1f s): %s %s validation_accuracy=%s reward=%.4f",
-            entry.index,
-            entry.fidelity,
-            entry.cost,
-            config.budget_unit,
-            result.train_seconds or 0.0,
-            result.candidate.summary(),
-            result.status,
-            result.validation_accuracy,
-            entry.reward,
-        )
-        bar.update(entry.cost)
-        best = budgeted.best
-        if best is not None:
-            bar.set_postfix(best_reward=f"{best.reward:.3f}", best_val=f"{best.result.validation_accuracy or 0:.3f}")
-        if on_evaluation is not None:
-            on_evaluation(entry)
+        def record(entry: LedgerEntry) -> None:
+            result = entry.result
+            key = evaluation_key(result.candidate, evaluator.task, evaluator.teacher_key, entry.fidelity)
+            if key not in store:  # live evaluators store their own results; tables and surrogates do not
+                store.put(key, result, task=evaluator.task, teacher_key=evaluator.teacher_key, fidelity=entry.fidelity)
+            log.info(
+                "evaluation %d at %s (cost %d %s, %.1f s): %s %s validation_accuracy=%s reward=%.4f",
+                entry.index,
+                entry.fidelity,
+                entry.cost,
+                config.budget_unit,
+                result.train_seconds or 0.0,
+                result.candidate.summary(),
+                result.status,
+                result.validation_accuracy,
+                entry.reward,
+            )
+            bar.update(entry.cost)
+            best = budgeted.best
+            if best is not None:
+                bar.set_postfix(
+                    best_reward=f"{best.reward:.3f}", best_val=f"{best.result.validation_accuracy or 0:.3f}"
+                )
+            if on_evaluation is not None:
+                on_evaluation(entry)
 
-    try:
-        budgeted = BudgetedEvaluator(
-            evaluator, config.budget, record, reward=job.reward, history_path=layout.ledger, unit=config.budget_unit
-        )
-        session.restored = _restore_store(budgeted, store)
-    except ResumeMismatch:
-        bar.close()
-        raise
-    except (ValueError, StoreError) as error:
-        bar.close()
-        raise RunError(str(error)) from None
-    if session.restored:
-        note(f"restored {session.restored} evaluation(s) missing from {store.path} from the ledger")
-    bar.update(budgeted.spent)
-    log.info("search started: %s (already spent %d of %d)", config.model_dump_json(), budgeted.spent, config.budget)
-    try:
-        job.agent.run(budgeted, space, run_dir, seed=config.seed)
-    except ResumeMismatch:
-        raise
-    except (NoRoomForTrials, ValueError, StoreError) as error:
-        log.exception("search stopped by an error")
-        raise RunError(f"{error} (details in {layout.log})") from None
-    finally:
-        bar.close()
-        if isinstance(evaluator, RayEvaluator):
-            evaluator.shutdown()
-        session.spent = budgeted.spent
-        session.evaluations = len(budgeted)
-        session.train_seconds = sum(result.train_seconds or 0.0 for result in budgeted.results())
-        log.info(
-            "search stopped: %d of %d %s on %d evaluations (%.0f s of training); distillations in this process: %s",
-            budgeted.spent,
-            budgeted.budget,
-            config.budget_unit,
-            len(budgeted),
-            session.train_seconds,
-            getattr(evaluator, "distillations", None),
-        )
-    if budgeted.remaining:
-        note(f"{budgeted.remaining} {config.budget_unit} left unspent: {_why_unspent(budgeted, space)}")
-    results = most_trained(row.result for row in store.rows(task=config.task))
-    frontier_table(results, FRONTIER_OBJECTIVES).to_csv(layout.frontier_csv, index=False)
+        try:
+            budgeted = BudgetedEvaluator(
+                evaluator, config.budget, record, reward=job.reward, history_path=layout.ledger, unit=config.budget_unit
+            )
+            session.restored = _restore_store(budgeted, store)
+        except ResumeMismatch:
+            bar.close()
+            raise
+        except (ValueError, StoreError) as error:
+            bar.close()
+            raise RunError(str(error)) from None
+        if session.restored:
+            note(f"restored {session.restored} evaluation(s) missing from {store.path} from the ledger")
+        bar.update(budgeted.spent)
+        log.info("search started: %s (already spent %d of %d)", config.model_dump_json(), budgeted.spent, config.budget)
+        try:
+            job.agent.run(budgeted, space, run_dir, seed=config.seed)
+        except ResumeMismatch:
+            raise
+        except (NoRoomForTrials, ValueError, StoreError) as error:
+            log.exception("search stopped by an error")
+            raise RunError(f"{error} (details in {layout.log})") from None
+        finally:
+            bar.close()
+            if isinstance(evaluator, RayEvaluator):
+                evaluator.shutdown()
+            session.spent = budgeted.spent
+            session.evaluations = len(budgeted)
+            session.train_seconds = sum(result.train_seconds or 0.0 for result in budgeted.results())
+            log.info(
+                "search stopped: %d of %d %s on %d evaluations (%.0f s of training); distillations in this process: %s",
+                budgeted.spent,
+                budgeted.budget,
+                config.budget_unit,
+                len(budgeted),
+                session.train_seconds,
+                getattr(evaluator, "distillations", None),
+            )
+        if budgeted.remaining:
+            note(f"{budgeted.remaining} {config.budget_unit} left unspent: {_why_unspent(budgeted, space)}")
+        results = most_trained(row.result for row in store.rows(task=config.task))
+        frontier_table(results, FRONTIER_OBJECTIVES).to_csv(layout.frontier_csv, index=False)
 
 
 def _why_unspent(budgeted: BudgetedEvaluator, space: SearchSpace) -> str:

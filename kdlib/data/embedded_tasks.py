@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from distilsearch.kdlib.data.assets import AssetUnavailableError
-from distilsearch.kdlib.data.readers import read_bbc_news, read_fine_foods, read_rotten_tomatoes, read_snli, read_tweets
 from distilsearch.kdlib.data.splits import drop_duplicate_texts, split_by_group, stable_sample
 from distilsearch.kdlib.data.task_registry import TaskDefinition, register_task
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
 
@@ -25,6 +26,8 @@ def _optional_ood(notes: dict[str, str], ood_name: str, reader: Callable[[], pd.
 
 
 def _build_rt_polarity(ood_limit: int | None, progress: bool):
+    from distilsearch.kdlib.data.readers import read_fine_foods, read_rotten_tomatoes, read_tweets
+
     reviews = drop_duplicate_texts(read_rotten_tomatoes(progress), ("text",))
     splits = split_by_group(reviews, "movie")
     notes = {
@@ -43,6 +46,8 @@ def _build_rt_polarity(ood_limit: int | None, progress: bool):
 
 
 def _build_snli(ood_limit: int | None, progress: bool):
+    from distilsearch.kdlib.data.readers import read_snli
+
     train = drop_duplicate_texts(read_snli("train", progress), ("premise", "hypothesis"))
     held_out = split_by_group(train, "caption", (0.95, 0.05, 0.0))
     test = read_snli("test", progress)
@@ -51,6 +56,8 @@ def _build_snli(ood_limit: int | None, progress: bool):
 
 
 def _build_bbc_news(ood_limit: int | None, progress: bool):
+    from distilsearch.kdlib.data.readers import read_bbc_news
+
     articles = read_bbc_news(progress)
     articles["label"] = articles["topic"].map({topic: i for i, topic in enumerate(BBC_TOPICS)}).astype(int)
     articles = drop_duplicate_texts(articles, ("text",))

@@ -1,19 +1,24 @@
 """Tasks loaded from the Hugging Face hub with ``datasets.load_dataset``: for users with hub access only.
 
-No default path and no test calls the hub: tests replace ``load_dataset`` with local data.
+No default path and no test calls the hub: tests replace ``datasets.load_dataset`` with local data.
 """
 
 from __future__ import annotations
 
-import pandas as pd
-from datasets import load_dataset
+from typing import TYPE_CHECKING
 
 from distilsearch.kdlib.data.splits import drop_duplicate_texts, split_by_group, stable_sample
 from distilsearch.kdlib.data.task_registry import TaskDefinition, register_task
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def _hub_frame(path: str, name: str | None, split: str, text_column: str) -> pd.DataFrame:
     """One split of a hub dataset as a ``text``/``label`` frame."""
+    import pandas as pd
+    from datasets import load_dataset
+
     dataset = load_dataset(path, name, split=split)
     frame = dataset.to_pandas()
     return pd.DataFrame({"text": frame[text_column].astype(str), "label": frame["label"].astype(int)})

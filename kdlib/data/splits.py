@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLIT_NAMES = ("train", "validation", "test")
 # The default salt of every content split. It keeps the project's first name: changing it would move rows between

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import datasets
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from distilsearch.kdlib.data.splits import SPLIT_NAMES, split_halves
+
+if TYPE_CHECKING:
+    import datasets
+    import pandas as pd
 
 DEFAULT_OOD_LIMIT = 2000
 
@@ -81,6 +83,8 @@ def get_task_definition(name: str) -> TaskDefinition:
 def load_task(name: str, *, ood_limit: int | None = DEFAULT_OOD_LIMIT, progress: bool = True) -> TaskData:
     """Build task ``name`` deterministically. OOD sets are capped at ``ood_limit`` rows (hash-chosen; None = all),
     then split into dev and test halves by content hash."""
+    import datasets
+
     definition = get_task_definition(name)
     if ood_limit is not None and ood_limit < 1:
         raise ValueError(f"ood_limit must be >= 1 or None, got {ood_limit}")

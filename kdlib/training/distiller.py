@@ -66,11 +66,12 @@ import datasets
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distilsearch.kdlib.core.device import autocast
+from distilsearch.kdlib.core.progress import progress_bar
 from distilsearch.kdlib.data.augmentation import augment_batch
 from distilsearch.kdlib.data.batching import Batch, DynamicPadding
 from distilsearch.kdlib.measure.scoring import accuracy, labels_of, predict_logits
@@ -551,7 +552,7 @@ def distill(
     chosen = curve_checkpoints(limit) if curve_steps is None else tuple(curve_steps)
     run.checkpoints = frozenset(step for step in chosen if 1 <= step <= limit) | {limit}
     batches = _row_batches(train_set, config.batch_size, pad_id, config.seed)
-    bar = tqdm(total=limit, desc=description, disable=not progress, unit="step")
+    bar = progress_bar(total=limit, desc=description, unit="step", disable=not progress)
     try:
         for stage in stages:
             if run.outcome.steps >= limit:

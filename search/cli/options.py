@@ -30,8 +30,8 @@ def _is_sequence(annotation: Any) -> bool:
 
 def _help(name: str, field: Any) -> str:
     annotation = field.annotation
-    parts = [name.replace("_", " ")]
-    if get_origin(annotation) is Literal:
+    parts = [(field.description or name.replace("_", " ")).rstrip(".")]
+    if get_origin(annotation) is Literal and not field.description:
         parts.append("one of " + ", ".join(str(choice) for choice in get_args(annotation)))
     if _is_sequence(annotation):
         parts.append("comma-separated")

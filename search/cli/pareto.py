@@ -45,7 +45,9 @@ def _load_run(path: Path, name: str) -> Run:
     if not store_path.is_file():
         fail(f"run folder {path} has no evaluation store ({STORE_FILE})")
     try:
-        rows = EvaluationStore(store_path, create=False).rows()
+        store = EvaluationStore(store_path, create=False)
+        rows = store.rows()
+        store.close()
     except StoreError as error:
         fail(str(error))
     tasks = sorted({row.task for row in rows})

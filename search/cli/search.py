@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from distilsearch.search.cli.console import JsonFlag, console, fail
-from distilsearch.search.cli.options import collect_model_values, model_parameters
+from distilsearch.search.cli.options import collect_model_values, model_flags
 from distilsearch.search.run_config import SearchConfig
 
 CONFIG_ONLY = frozenset({"reward_options", "agent_options"})
@@ -25,6 +24,7 @@ def _settings(config_file: Path | None, given: dict[str, Any]) -> SearchConfig:
         fail(str(error))
 
 
+@model_flags((SearchConfig, "Search"), exclude=CONFIG_ONLY)
 def search(
     config: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML with these settings.")] = None,
     **values: Any,
@@ -47,14 +47,6 @@ def search(
         highlight=False,
     )
     report_frontiers(run.path, objectives="accuracy,latency", compare=None, json_output=False, reference=None)
-
-
-search.__signature__ = inspect.Signature(
-    [
-        *(p for p in inspect.signature(search, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD),
-        *(p for p in model_parameters(SearchConfig, "Search") if p.name not in CONFIG_ONLY),
-    ]
-)
 
 
 def export(

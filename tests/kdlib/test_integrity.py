@@ -14,9 +14,9 @@ import datasets
 import huggingface_hub
 import pytest
 import torch
+from asset_helpers import make_wheel, register, toy_asset
 from safetensors import safe_open
 from safetensors.torch import save_file
-from test_assets import make_wheel, register, toy_asset
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from distilsearch.kdlib.core.hashing import sha256_file

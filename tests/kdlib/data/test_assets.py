@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import subprocess
@@ -12,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from asset_helpers import make_wheel, register, sha256, toy_asset
 
 from distilsearch.kdlib.data import assets
 from distilsearch.kdlib.data.assets import (
@@ -27,41 +27,6 @@ from distilsearch.kdlib.data.assets import (
 )
 
 
-def make_wheel(folder: Path, package: str = "toyasset", version: str = "0.1.0") -> Path:
-    """A minimal valid wheel holding toyasset/data/{a,b}.txt and a file we do not want."""
-    path = folder / f"{package}-{version}-py3-none-any.whl"
-    dist_info = f"{package}-{version}.dist-info"
-    with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr(f"{package}/data/a.txt", "alpha")
-        wheel.writestr(f"{package}/data/b.txt", "beta")
-        wheel.writestr(f"{package}/unwanted.py", "print('never extracted')")
-        wheel.writestr(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
-        wheel.writestr(
-            f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        )
-        wheel.writestr(f"{dist_info}/RECORD", "")
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def toy_asset(archive: Path, **changes: object) -> Asset:
-    fields = {
-        "name": "toy",
-        "package": "toyasset",
-        "version": "0.1.0",
-        "filename": archive.name,
-        "sha256": sha256(archive),
-        "source": "pypi-wheel",
-        "members": ("toyasset/data/",),
-        "root": "toyasset/data",
-        "description": "a toy asset",
-    }
-    return Asset(**(fields | changes))
-
-
 @pytest.fixture
 def offline_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """pip resolves only from a local folder (the 'registry'), never from an index."""
@@ -71,10 +36,6 @@ def offline_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PIP_FIND_LINKS", str(registry))
     monkeypatch.delenv("DISTILSEARCH_ASSET_DIR", raising=False)
     return registry
-
-
-def register(monkeypatch: pytest.MonkeyPatch, asset: Asset) -> None:
-    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
 
 
 def test_fetch_with_pip_extracts_only_wanted_members(offline_pip: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -96,7 +96,7 @@ def fake_hub(tmp_path: Path):
 
 def test_glue_sst2_builds_from_local_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load_dataset, calls = fake_hub(tmp_path)
-    monkeypatch.setattr(hub_tasks, "load_dataset", load_dataset)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     task = load_task("glue-sst2", ood_limit=500, progress=False)
     assert len(task.splits["test"]) == 50
     assert len(task.splits["train"]) + len(task.splits["validation"]) == 400
@@ -111,6 +111,6 @@ def test_glue_sst2_builds_from_local_data(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_hub_frame_keeps_text_and_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load_dataset, _ = fake_hub(tmp_path)
-    monkeypatch.setattr(hub_tasks, "load_dataset", load_dataset)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     frame = hub_tasks._hub_frame("fancyzhx/yelp_polarity", None, "test", "text")
     assert list(frame.columns) == ["text", "label"] and isinstance(frame, pd.DataFrame)
