@@ -48,7 +48,8 @@ class LogProgress(tqdm):
     def _status(self) -> tuple[str, str, str]:
         """The description prefix, the count (``n/total unit`` or ``n unit``) and the elapsed time, rate and postfix."""
         elapsed = self.format_dict["elapsed"]
-        prefix = f"{self.desc}: " if self.desc else ""
+        label = self.desc.removesuffix(": ")  # set_description appends ": "
+        prefix = f"{label}: " if label else ""
         count = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
         timing = [self.format_interval(elapsed)]
         if self.n and elapsed > 0:

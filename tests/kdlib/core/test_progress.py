@@ -73,3 +73,11 @@ def test_interactive_only_for_terminals() -> None:
     closed.close()
     assert is_interactive(FakeTerminal())
     assert not is_interactive(io.StringIO()) and not is_interactive(closed) and not is_interactive(object())
+
+
+def test_a_renamed_bar_keeps_one_separator() -> None:
+    stream = io.StringIO()
+    with progress_bar(total=3, desc="distilling", unit="step", file=stream) as bar:
+        bar.set_description("distilling [prediction]")
+        bar.update(3)
+    assert stream.getvalue().splitlines()[-1].startswith("distilling [prediction]: done 3/3 step in ")
