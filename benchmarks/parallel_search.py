@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, command_line, environment_line, markdown_table
 
-KDSEARCH = Path(sys.executable).with_name("distilsearch")
+CLI = Path(sys.executable).with_name("distilsearch")
 
 
 def ledger(run_dir: Path) -> list[dict]:
@@ -33,7 +33,7 @@ def ledger(run_dir: Path) -> list[dict]:
 
 def search(run_dir: Path, workers: int, budget: int, seed: int) -> float:
     """Run one search; its wall time in seconds."""
-    command = [str(KDSEARCH), "search", "--agent", "random", "--budget", str(budget), "--fidelity", "low"]
+    command = [str(CLI), "search", "--agent", "random", "--budget", str(budget), "--fidelity", "low"]
     command += ["--seed", str(seed), "--workers", str(workers), "--out", str(run_dir)]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
