@@ -17,13 +17,14 @@ folder and what to do.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distilsearch.search import run_layout
 from distilsearch.search.run_config import SearchConfig
@@ -153,6 +154,20 @@ class Run:
             LedgerEntry(index, candidate, result, reward(result), fidelity, cost)
             for index, (candidate, result, fidelity, cost) in enumerate(records)
         ]
+
+    def agent_record(self) -> dict[str, Any]:
+        """What the agent recorded when the run started (``agent.json``: agent, options, seed, space hash, reward,
+        evaluator identity) plus ``checkpoint``: the path of its resume state, or None before it wrote one."""
+        path = self.path / run_layout.AGENT_MANIFEST
+        if not path.is_file():
+            raise RunError(f"run folder {self.path} has no {run_layout.AGENT_MANIFEST} (the agent never started)")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunError(f"{path} is not valid JSON: {error}") from None
+        state = run_layout.AGENT_STATES.get(str(record.get("agent")))
+        checkpoint = self.path / state if state is not None and (self.path / state).is_file() else None
+        return record | {"checkpoint": checkpoint}
 
     def frontier(self, objectives: Sequence[str] = FRONTIER_OBJECTIVES) -> list[EvalResult]:
         """The non-dominated results under ``objectives`` (validation-side by default), best first."""

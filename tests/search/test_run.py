@@ -45,6 +45,16 @@ def test_run_search_returns_the_run_and_open_reads_it_back(table_config: SearchC
         assert (table_config.out / name).is_file(), name
 
 
+def test_the_agent_record_names_its_checkpoint(table_config: SearchConfig) -> None:
+    evolution = table_config.model_copy(update={"agent": "evolution"})
+    record = run_search(evolution, progress=False).agent_record()
+    assert record["agent"] == "evolution" and record["seed"] == 0
+    assert record["checkpoint"] == evolution.out / "evolution.json" and record["checkpoint"].is_file()
+    (evolution.out / "agent.json").write_text("{not json")
+    with pytest.raises(RunError, match=r"agent.json is not valid JSON"):
+        Run.open(evolution.out).agent_record()
+
+
 def test_resume_spends_only_the_new_budget(table_config: SearchConfig) -> None:
     run_search(table_config, progress=False)
     resumed = run_search(table_config.model_copy(update={"budget": 8}), progress=False)
