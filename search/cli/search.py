@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from distilsearch.search.cli.console import JsonFlag, console, fail
+from distilsearch.search.cli.console import JsonFlag, console, fail, invalid_settings
 from distilsearch.search.cli.options import collect_model_values, model_flags
 from distilsearch.search.run_config import SearchConfig
 
@@ -20,6 +21,8 @@ def _settings(config_file: Path | None, given: dict[str, Any]) -> SearchConfig:
     try:
         base = SearchConfig.load(config_file).model_dump() if config_file else {}
         return SearchConfig(**(base | collect_model_values(SearchConfig, given)))
+    except ValidationError as error:
+        fail(f"invalid search settings: {invalid_settings(error)}")
     except ValueError as error:
         fail(str(error))
 

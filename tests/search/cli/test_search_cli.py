@@ -104,3 +104,10 @@ def test_bad_agent_options_write_nothing(toy_files: tuple[Path, Path], tmp_path:
     result = runner.invoke(app, [*arguments(table, space, run, agent="evolution"), "--config", str(config)])
     assert result.exit_code == 2 and "population_size" in result.output
     assert not run.exists()
+
+
+def test_a_bad_flag_value_is_one_line_naming_the_field_and_the_value(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["search", "--budget", "abc", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "invalid search settings: budget='abc'" in result.output and "errors.pydantic.dev" not in result.output
+    assert not (tmp_path / "run").exists()
