@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import datasets
     import pandas as pd
 
+    from distilsearch.kdlib.data.user_data import DataSpec
+
 DEFAULT_OOD_LIMIT = 2000
 
 
@@ -80,51 +82,93 @@ def get_task_definition(name: str) -> TaskDefinition:
     return TASKS[name]
 
 
-def load_task(name: str, *, ood_limit: int | None = DEFAULT_OOD_LIMIT, progress: bool = True) -> TaskData:
-    """Build task ``name`` deterministically. OOD sets are capped at ``ood_limit`` rows (hash-chosen; None = all),
-    then split into dev and test halves by content hash."""
-    import datasets
+def load_task(task: str | DataSpec, *, ood_limit: int | None = DEFAULT_OOD_LIMIT, progress: bool = True) -> TaskData:
+    """Build ``task`` deterministically: a registered task name, or user data (a ``DataSpec``, loaded by
+    :func:`distilsearch.kdlib.data.user_data.load_data`). OOD sets are capped at ``ood_limit`` rows (hash-chosen;
+    None = all), then split into dev and test halves by content hash."""
+    if not isinstance(task, str):
+        from distilsearch.kdlib.data.user_data import load_data
 
-    definition = get_task_definition(name)
+        return load_data(task, ood_limit=ood_limit, progress=progress)
+    definition = get_task_definition(task)
     if ood_limit is not None and ood_limit < 1:
         raise ValueError(f"ood_limit must be >= 1 or None, got {ood_limit}")
     split_frames, ood_frames, notes = definition.build(ood_limit, progress)
+    return task_data_from_frames(task, definition.text_fields, definition.label_names, split_frames, ood_frames, notes)
+
+
+def task_data_from_frames(
+    name: str,
+    text_fields: tuple[str, ...],
+    label_names: tuple[str, ...],
+    split_frames: dict[str, pd.DataFrame],
+    ood_frames: dict[str, pd.DataFrame],
+    notes: dict[str, str],
+) -> TaskData:
+    """The :class:`TaskData` of built frames: datasets with a ``ClassLabel`` label, OOD halves and fingerprints.
+
+    Each frame has the ``text_fields`` and a ``label`` column holding either label ids (integers, as the registered
+    tasks build them) or label names (strings, as user files give them). The fingerprints hash the rows as given;
+    with label names they also hash ``label_names`` (the order fixes the ids).
+    """
+    import datasets
+    import pandas as pd
+
     missing = set(SPLIT_NAMES) - set(split_frames)
     if missing:
         raise ValueError(f"task {name!r} built no {sorted(missing)} split")
+    named = not pd.api.types.is_integer_dtype(split_frames["train"]["label"])
+    if named:
+        _check_label_names(name, label_names, [*split_frames.values(), *ood_frames.values()])
     features = datasets.Features(
-        {column: datasets.Value("string") for column in definition.text_fields}
-        | {"label": datasets.ClassLabel(names=list(definition.label_names))}
+        {column: datasets.Value("string") for column in text_fields}
+        | {"label": datasets.ClassLabel(names=list(label_names))}
     )
-    columns = [*definition.text_fields, "label"]
+    columns = [*text_fields, "label"]
+    label_ids = {label: index for index, label in enumerate(label_names)}
 
     def to_dataset(frame: pd.DataFrame) -> datasets.Dataset:
-        return datasets.Dataset.from_pandas(frame[columns], features=features, preserve_index=False)
+        frame = frame[columns]
+        if named:
+            frame = frame.assign(label=frame["label"].map(label_ids).astype(int))
+        return datasets.Dataset.from_pandas(frame, features=features, preserve_index=False)
+
+    def fingerprint(sets: list[tuple[str, pd.DataFrame]]) -> str:
+        return _fingerprint(name, columns, sets, label_names if named else None)
 
     splits = datasets.DatasetDict({split: to_dataset(split_frames[split]) for split in SPLIT_NAMES})
-    halves = {ood_name: split_halves(frame, definition.text_fields) for ood_name, frame in ood_frames.items()}
+    halves = {ood_name: split_halves(frame, text_fields) for ood_name, frame in ood_frames.items()}
     ood = {ood_name: to_dataset(test) for ood_name, (_, test) in halves.items()}
     ood_dev = {ood_name: to_dataset(dev) for ood_name, (dev, _) in halves.items()}
-    fingerprint = _fingerprint(name, columns, [(split, split_frames[split]) for split in SPLIT_NAMES])
-    ood_fingerprints = {n: _fingerprint(name, columns, [(f"{n}/test", test)]) for n, (_, test) in halves.items()}
-    ood_dev_fingerprints = {n: _fingerprint(name, columns, [(f"{n}/dev", dev)]) for n, (dev, _) in halves.items()}
     return TaskData(
         name,
-        definition.text_fields,
-        definition.label_names,
+        text_fields,
+        label_names,
         splits,
         ood,
         notes,
-        fingerprint,
-        ood_fingerprints,
+        fingerprint([(split, split_frames[split]) for split in SPLIT_NAMES]),
+        {ood_name: fingerprint([(f"{ood_name}/test", test)]) for ood_name, (_, test) in halves.items()},
         ood_dev,
-        ood_dev_fingerprints,
+        {ood_name: fingerprint([(f"{ood_name}/dev", dev)]) for ood_name, (dev, _) in halves.items()},
     )
 
 
-def _fingerprint(name: str, columns: list[str], frames: list[tuple[str, pd.DataFrame]]) -> str:
-    """sha256 of every row of the given sets: the identity of the data a model was trained or scored on."""
+def _check_label_names(name: str, label_names: tuple[str, ...], frames: list[pd.DataFrame]) -> None:
+    """Every label name in ``frames`` is one of ``label_names``."""
+    unknown = sorted({str(label) for frame in frames for label in frame["label"].unique()} - set(label_names))
+    if unknown:
+        raise ValueError(f"task {name!r} has labels {unknown} that are not among its label names {list(label_names)}")
+
+
+def _fingerprint(
+    name: str, columns: list[str], frames: list[tuple[str, pd.DataFrame]], label_names: tuple[str, ...] | None
+) -> str:
+    """sha256 of every row of the given sets (and of the label order when labels are names): the identity of the
+    data a model was trained or scored on."""
     digest = hashlib.sha256(name.encode())
+    if label_names is not None:
+        digest.update(("\x1elabels\x1e" + "\x1f".join(label_names)).encode())
     for set_name, frame in frames:
         digest.update(f"\x1e{set_name}\x1e".encode())
         for row in frame[columns].itertuples(index=False):
