@@ -3,8 +3,7 @@
 * ``min_speedup``: teacher FLOPs / student FLOPs of one forward at batch 1 x 64 tokens
   (:func:`distilsearch.kdlib.measure.flops.theoretical_speedup`); weight bits do not change FLOPs.
 * ``max_params``: total parameters of the student (:func:`kdlib.measure.footprint.bert_parameter_count`) with the
-teacher's
-  vocabulary, positions, token types and labels.
+  teacher's vocabulary, positions, token types and labels.
 * ``max_size_mb``: megabytes (10^6 bytes) of the student's weights at its ``weight_bits``
   (:func:`kdlib.measure.footprint.bert_weight_bytes`: fp32 tensor data of the safetensors file for 32 bits, the packed
   size of :func:`distilsearch.kdlib.students.quantization.quantized_size_bytes` for 8 and 2 bits).
@@ -12,7 +11,11 @@ teacher's
 ``trim_vocab`` students are counted with the teacher's full vocabulary: the trimmed size depends on the task's data,
 which the space does not know, so their parameters and size are upper bounds (a trimmed student that would fit may
 be excluded, one that does not fit never is). The head count changes neither FLOPs nor parameters (attention width
-equals the hidden size in stock BERT), so students are counted with one head.
+equals the hidden size), so students are counted with one head.
+
+Counts are made on a ``BertConfig`` of the teacher's sizes: they are exact for every supported family
+(:data:`distilsearch.kdlib.students.families.SUPPORTED_MODEL_TYPES`), whose parameters and FLOPs are BERT's (a
+RoBERTa or ELECTRA head's dense layer takes the place of BERT's pooler).
 """
 
 from __future__ import annotations
@@ -113,7 +116,10 @@ def best(name: str, values: np.ndarray) -> str:
 
 @functools.lru_cache(maxsize=65536)
 def bert_config(teacher: TeacherShape, num_layers: int, hidden_size: int, ffn_size: int, num_heads: int) -> BertConfig:
-    """A ``BertConfig`` with the teacher's vocabulary, positions, token types and labels and the given sizes."""
+    """A ``BertConfig`` with the teacher's vocabulary, positions, token types and labels and the given sizes.
+
+    It counts for a teacher of any supported family (see the module docstring).
+    """
     from transformers import BertConfig  # here, not at the top: spaces without limits never pay for importing torch
 
     return BertConfig(
@@ -129,7 +135,7 @@ def bert_config(teacher: TeacherShape, num_layers: int, hidden_size: int, ffn_si
 
 
 def teacher_config(teacher: TeacherShape) -> BertConfig:
-    """The ``BertConfig`` of a teacher shape (every size that FLOPs and parameter counts need)."""
+    """A ``BertConfig`` of a teacher shape (every size that FLOPs and parameter counts need, for any family)."""
     return bert_config(
         teacher, teacher.num_hidden_layers, teacher.hidden_size, teacher.intermediate_size, teacher.num_attention_heads
     )

@@ -139,7 +139,7 @@ def _listed(values: Any) -> tuple[Value, ...]:
 
 @dataclass(frozen=True)
 class TeacherShape:
-    """The sizes of the teacher a space is cut from (attribute names as in ``BertConfig``).
+    """The sizes of the teacher a space is cut from (attribute names as in the ``transformers`` configs).
 
     The last four (defaults: :data:`TEACHER_DEFAULTS`) only enter the analytic limits of :mod:`envs.limits`.
     """
@@ -166,7 +166,8 @@ class TeacherShape:
 
     @classmethod
     def from_config(cls, config: Any) -> TeacherShape:
-        """Read the sizes of a ``BertConfig`` (or anything with the same attributes; missing extras: defaults)."""
+        """Read the sizes of a teacher's config (BERT, RoBERTa, ELECTRA, ... or anything with the same attributes;
+        missing extras: defaults)."""
         extras = {name: getattr(config, name, default) for name, default in TEACHER_DEFAULTS.items()}
         return cls(**{name: getattr(config, name) for name in TEACHER_FEATURE_CAPS}, **extras)
 
@@ -507,7 +508,7 @@ class SearchSpace:
         fixed: Mapping[str, Any] | None = None,
         limits: Limits | Mapping[str, Any] | None = None,
     ) -> SearchSpace:
-        """The default space for a teacher (a ``BertConfig`` or :class:`TeacherShape`).
+        """The default space for a teacher (its config, of any supported family, or a :class:`TeacherShape`).
 
         * ``num_layers``: 1 .. the teacher's layer count;
         * ``hidden_size``: 1/4, 1/2, 3/4 and all of the teacher's, each rounded to the nearest multiple of

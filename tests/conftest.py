@@ -148,3 +148,63 @@ def toy_table_evaluator(tmp_path_factory: pytest.TempPathFactory):
     from distilsearch.envs.evaluators import TableEvaluator
 
     return TableEvaluator(write_toy_table(tmp_path_factory.mktemp("toy") / "toy.csv"))
+
+
+def build_tiny_roberta(directory: Path, num_labels: int = 2, seed: int = 0, **config: int) -> Path:
+    """Save a tiny random RobertaForSequenceClassification (4 layers, hidden 32, 4 heads) plus a byte-level BPE
+    tokenizer trained on TINY_CORPUS (positions start at pad_token_id + 1 = 2, one token type)."""
+    from tokenizers import decoders
+    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(TINY_CORPUS, trainer)
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe)
+    tokenizer.save_pretrained(directory)
+    settings = {
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 130,
+    } | config
+    roberta_config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        num_labels=num_labels,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+        **settings,
+    )
+    torch.manual_seed(seed)
+    RobertaForSequenceClassification(roberta_config).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_electra(directory: Path, num_labels: int = 2, seed: int = 0, **config: int) -> Path:
+    """Save a tiny random ElectraForSequenceClassification (4 layers, hidden 32, 4 heads, ``embedding_size`` equal to
+    the hidden size unless given) plus the tiny WordPiece tokenizer."""
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer(directory)
+    settings = {
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
+    } | config
+    settings.setdefault("embedding_size", settings["hidden_size"])
+    electra_config = ElectraConfig(vocab_size=len(tokenizer), num_labels=num_labels, **settings)
+    torch.manual_seed(seed)
+    ElectraForSequenceClassification(electra_config).save_pretrained(directory)
+    return directory

@@ -1,4 +1,7 @@
-"""Analytical FLOPs of a BERT sequence-classifier forward pass, counted from its configuration.
+"""Analytical FLOPs of a sequence-classifier forward pass of a supported family, counted from its configuration.
+
+Families: :data:`distilsearch.kdlib.students.families.SUPPORTED_MODEL_TYPES`; they all cost what BERT costs (a
+RoBERTa or ELECTRA head's ``H -> H`` dense layer takes the place of BERT's pooler and is counted as ``pooler``).
 
 Only matrix multiplications are counted, as 2 FLOPs per multiply-add. Embedding lookups, biases, softmax,
 LayerNorm, activations and dropout are left out (they are a small, roughly linear-in-size share). For batch
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import BertConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
+
+from distilsearch.kdlib.students.families import family_of, usable_positions
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,10 @@ class FlopsBreakdown:
         return self.encoder + self.pooler + self.classifier
 
 
-def _config_of(config_or_model: BertConfig | PreTrainedModel, argument: str) -> BertConfig:
+def _config_of(config_or_model: PretrainedConfig | PreTrainedModel, argument: str) -> PretrainedConfig:
+    """The config of ``config_or_model``; an ``UnsupportedModelError`` naming ``argument`` unless it is supported."""
     config = config_or_model.config if isinstance(config_or_model, PreTrainedModel) else config_or_model
-    if not isinstance(config, BertConfig):
-        kind = type(config_or_model).__name__
-        raise ValueError(f"{argument} must be a BertConfig or a BERT model, got {kind}")
+    family_of(config, name=argument)
     return config
 
 
@@ -56,20 +60,20 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_shape(batch: int, seq_len: int, config: BertConfig) -> None:
+def _check_shape(batch: int, seq_len: int, config: PretrainedConfig) -> None:
     if not _is_int(batch) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    limit = config.max_position_embeddings
+    limit = usable_positions(config)
     if not _is_int(seq_len) or not 1 <= seq_len <= limit:
         raise ValueError(f"seq_len must be an int in [1, {limit}], got {seq_len!r}")
 
 
 def bert_flops(
-    config_or_model: BertConfig | PreTrainedModel, batch: int, seq_len: int, *, with_head: bool = True
+    config_or_model: PretrainedConfig | PreTrainedModel, batch: int, seq_len: int, *, with_head: bool = True
 ) -> FlopsBreakdown:
-    """FLOPs of a BERT classifier forward on ``batch`` sequences of ``seq_len`` tokens (see module doc).
+    """FLOPs of a classifier forward on ``batch`` sequences of ``seq_len`` tokens (see module doc).
 
-    ``with_head=False`` zeroes the pooler and classifier terms (encoder only).
+    ``with_head=False`` zeroes the pooler (or head dense layer) and classifier terms (encoder only).
     """
     config = _config_of(config_or_model, "config_or_model")
     _check_shape(batch, seq_len, config)
@@ -87,8 +91,8 @@ def bert_flops(
 
 
 def theoretical_speedup(
-    teacher_config: BertConfig | PreTrainedModel,
-    student_config: BertConfig | PreTrainedModel,
+    teacher_config: PretrainedConfig | PreTrainedModel,
+    student_config: PretrainedConfig | PreTrainedModel,
     batch: int,
     seq_len: int,
 ) -> float:

@@ -1,7 +1,8 @@
 """Model footprint: parameter counts, size on disk and peak forward memory, measured or counted from a config.
 
-:func:`bert_parameter_count` and :func:`bert_weight_bytes` count a ``BertForSequenceClassification`` from its
-configuration alone (no model is built), so a search can apply deployment limits before anything trains.
+:func:`bert_parameter_count` and :func:`bert_weight_bytes` count a ``*ForSequenceClassification`` of any supported
+family (:data:`distilsearch.kdlib.students.families.SUPPORTED_MODEL_TYPES`) from its configuration alone (no model is
+built), so a search can apply deployment limits before anything trains.
 
 Peak memory is measured on CUDA only (``torch.cuda.max_memory_allocated``) and is ``None`` on CPU. There is
 no honest in-process CPU number: torch's CPU allocator bypasses ``tracemalloc``, and the process RSS
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import BertConfig
+from transformers import PretrainedConfig
 
 from distilsearch.kdlib.measure.latency import random_inputs
+from distilsearch.kdlib.students.families import family_of
 from distilsearch.kdlib.students.quantization import SCALE_BYTES, SUPPORTED_BITS
 
 FP32_BYTES = 4
@@ -56,13 +58,15 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
     return ParameterCounts(total=total, embedding=embedding)
 
 
-def bert_parameter_count(config: BertConfig) -> int:
-    """Parameters of a ``BertForSequenceClassification`` with ``config`` (equals :func:`count_parameters`'s total).
+def bert_parameter_count(config: PretrainedConfig) -> int:
+    """Parameters of a ``*ForSequenceClassification`` with ``config`` (equals :func:`count_parameters`'s total).
 
     Embeddings ``(V + P + T) * H`` and their LayerNorm ``2H``; per layer ``4H^2 + 2HF`` weights plus biases and two
-    LayerNorms (``9H + F``); the pooler ``H^2 + H`` and the classifier ``HC + C``. Attention width equals ``H`` in
-    stock BERT, so the head count changes nothing.
+    LayerNorms (``9H + F``); the pooler ``H^2 + H`` (RoBERTa and ELECTRA: the head's dense layer, the same size) and
+    the classifier ``HC + C``. Attention width equals ``H`` in every supported family, so the head count changes
+    nothing. An unsupported family is an :class:`~distilsearch.kdlib.students.families.UnsupportedModelError`.
     """
+    family_of(config)
     hidden, ffn, labels = config.hidden_size, config.intermediate_size, config.num_labels
     embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size + 2) * hidden
     layer = 4 * hidden * hidden + 2 * hidden * ffn + 9 * hidden + ffn
@@ -70,8 +74,8 @@ def bert_parameter_count(config: BertConfig) -> int:
     return embeddings + config.num_hidden_layers * layer + head
 
 
-def bert_weight_bytes(config: BertConfig, weight_bits: int) -> int:
-    """Bytes of the weights of a ``BertForSequenceClassification`` with ``config``, stored with ``weight_bits``.
+def bert_weight_bytes(config: PretrainedConfig, weight_bits: int) -> int:
+    """Bytes of the weights of a classifier (any supported family) with ``config``, stored with ``weight_bits``.
 
     32 bits: every parameter as fp32, the tensor data of ``save_pretrained``'s safetensors file (the file adds its
     8-byte length and JSON header, about 100 bytes per tensor). 8 or 2 bits: as

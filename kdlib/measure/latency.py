@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from distilsearch.kdlib.measure.export import make_onnx_session
+from distilsearch.kdlib.students.families import usable_positions
 
 Point = tuple[int, int]
 Backend = Literal["torch", "onnxruntime"]
@@ -144,7 +145,8 @@ def _measure_torch(
     parameter = next(model.parameters(), None)
     if parameter is not None and _resolve_device(parameter.device) != device:
         raise ValueError(f"device must match the model's device {parameter.device}, got {device}")
-    _check_points(protocol, getattr(getattr(model, "config", None), "max_position_embeddings", None))
+    config = getattr(model, "config", None)
+    _check_points(protocol, None if config is None else usable_positions(config))
 
     def sync() -> None:
         if device.type == "cuda":
@@ -196,10 +198,11 @@ def measure_latency(
     """Time ``model_or_session`` at every point of ``protocol``; returns ``{(batch, seq_len): stats}``.
 
     Torch backend: an ``nn.Module`` already on ``device`` called with ``input_ids``, ``attention_mask`` and
-    ``token_type_ids``; torch's thread count is set to ``protocol.num_threads`` and restored afterwards, and
-    the model's train/eval mode is restored too. ONNX Runtime backend (CPU only): an ``InferenceSession``
-    whose ``intra_op_num_threads`` equals ``protocol.num_threads``, or a path to an ``.onnx`` file from which
-    such a session is built.
+    ``token_type_ids`` (a model with a ``config`` must be of a supported family; sequences may be as long as its
+    :func:`~distilsearch.kdlib.students.families.usable_positions`); torch's thread count is set to
+    ``protocol.num_threads`` and restored afterwards, and the model's train/eval mode is restored too. ONNX Runtime
+    backend (CPU only): an ``InferenceSession`` whose ``intra_op_num_threads`` equals ``protocol.num_threads``, or a
+    path to an ``.onnx`` file from which such a session is built.
     """
     if not isinstance(protocol, LatencyProtocol):
         raise ValueError(f"protocol must be a LatencyProtocol, got {type(protocol).__name__}")

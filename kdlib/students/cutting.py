@@ -1,4 +1,7 @@
-"""Cut a stock ``BertForSequenceClassification`` student out of a teacher, and trim its vocabulary.
+"""Cut a stock ``*ForSequenceClassification`` student out of a teacher of a supported family, and trim its vocabulary.
+
+Families: :data:`distilsearch.kdlib.students.families.SUPPORTED_MODEL_TYPES` (BERT, RoBERTa, XLM-RoBERTa, ELECTRA with
+``embedding_size == hidden_size``); the student has the teacher's class.
 
 What is kept (all teacher indices are kept in increasing order, so a spec that cuts nothing reproduces
 the teacher exactly):
@@ -6,11 +9,13 @@ the teacher exactly):
 * **layers** -- :func:`distilsearch.kdlib.students.layer_map.select_teacher_layers`.
 * **hidden dims** -- one set ``S`` of residual dimensions, used consistently by the word/position/type
   embeddings and their LayerNorm, the input columns of every Q/K/V and FFN input matrix, the output rows
-  of every attention-output and FFN-output matrix, every LayerNorm, the pooler and the classifier. A
+  of every attention-output and FFN-output matrix, every LayerNorm and the classifier head (BERT's pooler and
+  classifier, or the dense and output layers of a RoBERTa/ELECTRA head; see
+  :func:`distilsearch.kdlib.students.families.classifier_head`). A
   LayerNorm over a subset of dimensions computes its mean and variance over that subset only, so a
   hidden cut only approximates the teacher. (Layer, head, FFN and widened-head cuts compute exactly the
   teacher with the dropped parts removed; narrowed heads are approximations too.)
-* **heads** -- in stock BERT the attention width equals the hidden size, so the student head size is
+* **heads** -- in every supported family the attention width equals the hidden size, so the student head size is
   ``d_s = hidden_size // num_heads`` while the teacher's is ``d_t``. Student head ``j`` is the ``j``-th
   kept teacher head (``num_heads`` heads by importance or position). Its ``d_s`` query/key rows and
   ``d_s`` value rows (chosen independently: query/key rows as pairs, value rows with the matching
@@ -40,8 +45,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+from transformers import BertTokenizer, PretrainedConfig, PreTrainedModel
 
+from distilsearch.kdlib.students.families import ClassifierHead, classifier_head, family_of
 from distilsearch.kdlib.students.importance import Importance, compute_importance
 from distilsearch.kdlib.students.layer_map import select_teacher_layers
 from distilsearch.kdlib.students.specs import StudentSpec
@@ -74,11 +80,11 @@ class CutPlan:
     query_scale: float
 
 
-def _teacher_head_size(config: BertConfig) -> int:
+def _teacher_head_size(config: PretrainedConfig) -> int:
     return config.hidden_size // config.num_attention_heads
 
 
-def importance_needed(spec: StudentSpec, teacher_config: BertConfig) -> tuple[str, ...]:
+def importance_needed(spec: StudentSpec, teacher_config: PretrainedConfig) -> tuple[str, ...]:
     """Names of the spec fields whose ``importance`` selection actually cuts something of this teacher."""
     fewer_heads = spec.num_heads < teacher_config.num_attention_heads
     cuts = {
@@ -102,7 +108,7 @@ def _head_rows(head: int, teacher_size: int, student_size: int, scores: Tensor |
     return [head * teacher_size + dim for dim in kept] + [NEW] * max(0, student_size - teacher_size)
 
 
-def plan_cut(teacher_config: BertConfig, spec: StudentSpec, importance: Importance | None = None) -> CutPlan:
+def plan_cut(teacher_config: PretrainedConfig, spec: StudentSpec, importance: Importance | None = None) -> CutPlan:
     """Decide which teacher layers, dims, heads, head rows and neurons the student keeps."""
     spec.validate_against(teacher_config)
     needed = importance_needed(spec, teacher_config)
@@ -162,16 +168,19 @@ def _layer_norm(state: Mapping[str, Tensor], name: str, dims: Sequence[int]) -> 
     return {f"{name}.{part}": _pick(state[f"{name}.{part}"], 0, dims) for part in ("weight", "bias")}
 
 
-def _student_state(state: Mapping[str, Tensor], plan: CutPlan, new_std: float) -> dict[str, Tensor]:
-    """The student's full state dict; ``new_std`` is the init scale of widened heads' new rows."""
+def _student_state(
+    state: Mapping[str, Tensor], prefix: str, head: ClassifierHead, plan: CutPlan, new_std: float
+) -> dict[str, Tensor]:
+    """The student's full state dict: ``prefix`` is the encoder's (``base_model_prefix``), ``head`` the classifier's
+    layers; ``new_std`` is the init scale of widened heads' new rows."""
     hidden = plan.hidden
     out = {
-        f"bert.embeddings.{table}.weight": _pick(state[f"bert.embeddings.{table}.weight"], 1, hidden)
+        f"{prefix}.embeddings.{table}.weight": _pick(state[f"{prefix}.embeddings.{table}.weight"], 1, hidden)
         for table in ("word_embeddings", "position_embeddings", "token_type_embeddings")
     }
-    out |= _layer_norm(state, "bert.embeddings.LayerNorm", hidden)
+    out |= _layer_norm(state, f"{prefix}.embeddings.LayerNorm", hidden)
     for index, cut in enumerate(plan.layers):
-        source, target = f"bert.encoder.layer.{cut.teacher_layer}.", f"bert.encoder.layer.{index}."
+        source, target = f"{prefix}.encoder.layer.{cut.teacher_layer}.", f"{prefix}.encoder.layer.{index}."
         parts = [
             _linear(state, source + "attention.self.query", cut.query_rows, hidden, new_std, plan.query_scale),
             _linear(state, source + "attention.self.key", cut.query_rows, hidden),
@@ -184,35 +193,43 @@ def _student_state(state: Mapping[str, Tensor], plan: CutPlan, new_std: float) -
         ]
         for part in parts:
             out |= {target + key.removeprefix(source): value for key, value in part.items()}
-    out |= _linear(state, "bert.pooler.dense", hidden, hidden)
-    out |= _linear(state, "classifier", None, hidden)
+    out |= _linear(state, head.dense, hidden, hidden)
+    out |= _linear(state, head.output, None, hidden)
     return out
 
 
-def student_config(teacher_config: BertConfig, spec: StudentSpec) -> BertConfig:
-    """The teacher's config (labels, vocabulary, attention implementation, ...) with the spec's sizes."""
+def student_config(teacher_config: PretrainedConfig, spec: StudentSpec) -> PretrainedConfig:
+    """The teacher's config (labels, vocabulary, attention implementation, ...) with the spec's sizes.
+
+    Fields the family ties to the hidden size (ELECTRA's ``embedding_size``) follow ``spec.hidden_size``.
+    """
+    family = family_of(teacher_config)
     config = copy.deepcopy(teacher_config)
     config.num_hidden_layers = spec.num_layers
     config.hidden_size = spec.hidden_size
     config.num_attention_heads = spec.num_heads
     config.intermediate_size = spec.ffn_size
+    for field in family.hidden_tied:
+        setattr(config, field, spec.hidden_size)
     return config
 
 
 def cut_student(
-    teacher: BertForSequenceClassification,
+    teacher: PreTrainedModel,
     spec: StudentSpec,
     calibration_batch: Mapping[str, Tensor] | None = None,
-) -> BertForSequenceClassification:
+) -> PreTrainedModel:
     """Build the student ``spec`` describes from ``teacher`` (left unchanged), on its device and dtype.
 
+    The student has the teacher's class (a supported family's ``*ForSequenceClassification``).
     ``calibration_batch`` (``input_ids``, ``attention_mask``, ``token_type_ids``, optional ``labels``) is
     required when an ``importance`` selection cuts something (see :func:`importance_needed`).
     The student is in the teacher's train/eval mode.
     """
+    config = student_config(teacher.config, spec)  # first: an unsupported family is refused before anything else
     spec.validate_against(teacher.config)
     parameter = next(teacher.parameters())
-    student = BertForSequenceClassification(student_config(teacher.config, spec))
+    student = type(teacher)(config)
     if spec.init == "teacher":
         importance = None
         needed = importance_needed(spec, teacher.config)
@@ -225,14 +242,20 @@ def cut_student(
             importance = compute_importance(teacher, calibration_batch)
         plan = plan_cut(teacher.config, spec, importance)
         with torch.no_grad():
-            state = _student_state(teacher.state_dict(), plan, teacher.config.initializer_range)
+            state = _student_state(
+                teacher.state_dict(),
+                teacher.base_model_prefix,
+                classifier_head(teacher),
+                plan,
+                teacher.config.initializer_range,
+            )
         student.load_state_dict(state, strict=True)
     return student.to(device=parameter.device, dtype=parameter.dtype).train(teacher.training)
 
 
 def trim_vocabulary(
-    model: BertForSequenceClassification, tokenizer: BertTokenizer, token_ids: Iterable[int]
-) -> tuple[BertForSequenceClassification, BertTokenizer]:
+    model: PreTrainedModel, tokenizer: BertTokenizer, token_ids: Iterable[int]
+) -> tuple[PreTrainedModel, BertTokenizer]:
     """A copy of ``model`` and a new tokenizer restricted to ``token_ids`` plus all special tokens.
 
     Kept tokens keep their relative order and are renumbered ``0..K-1``; the new WordPiece vocabulary
@@ -241,7 +264,10 @@ def trim_vocabulary(
     results save and load with ``AutoModelForSequenceClassification`` / ``AutoTokenizer``.
     """
     if not isinstance(tokenizer, BertTokenizer):
-        raise ValueError(f"tokenizer={type(tokenizer).__name__} must be a BertTokenizer (WordPiece vocabulary)")
+        raise ValueError(
+            f"vocabulary trimming needs a WordPiece (BERT) tokenizer, got {type(tokenizer).__name__}; "
+            "use a student without trim_vocab for this teacher"
+        )
     embeddings = model.get_input_embeddings()
     size = min(len(tokenizer), embeddings.num_embeddings)
     requested = {int(token) for token in token_ids}

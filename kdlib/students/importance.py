@@ -1,4 +1,4 @@
-"""Gradient-based importance of the structures a student can drop from a BERT teacher.
+"""Gradient-based importance of the structures a student can drop from a teacher of a supported (BERT) family.
 
 Every score is the same first-order (Taylor) criterion: put a multiplicative gate ``g = 1`` on the
 structure, and score it by ``sum over examples of |dL_example / dg|`` -- the estimated change of the loss if
@@ -30,7 +30,9 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
-from transformers import BertForSequenceClassification
+from transformers import PreTrainedModel
+
+from distilsearch.kdlib.students.families import embeddings, encoder_layers
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
@@ -94,7 +96,7 @@ def _scale_input(gate: Tensor, _module: nn.Module, args: tuple[Tensor, ...]) -> 
 
 
 @torch.enable_grad()
-def compute_importance(model: BertForSequenceClassification, batch: Mapping[str, Tensor]) -> Importance:
+def compute_importance(model: PreTrainedModel, batch: Mapping[str, Tensor]) -> Importance:
     """Score heads, head dimensions, FFN neurons and hidden dimensions of ``model`` on ``batch``.
 
     ``batch`` holds ``input_ids`` and optionally ``attention_mask``, ``token_type_ids`` and ``labels``.
@@ -103,7 +105,7 @@ def compute_importance(model: BertForSequenceClassification, batch: Mapping[str,
     """
     inputs = _model_inputs(model, batch)
     config = model.config
-    layers = model.bert.encoder.layer
+    layers = encoder_layers(model)
     size, num_layers, hidden = inputs["input_ids"].shape[0], len(layers), config.hidden_size
     parameter = next(model.parameters())
 
@@ -114,7 +116,7 @@ def compute_importance(model: BertForSequenceClassification, batch: Mapping[str,
     ffn, residual = gate(num_layers, 1, config.intermediate_size), gate(1, hidden)
 
     hooks: list[torch.utils.hooks.RemovableHandle] = []
-    scaled: list[tuple[nn.Module, Tensor]] = [(model.bert.embeddings.LayerNorm, residual)]
+    scaled: list[tuple[nn.Module, Tensor]] = [(embeddings(model).LayerNorm, residual)]
     for index, layer in enumerate(layers):
         hooks.append(layer.attention.output.dense.register_forward_pre_hook(partial(_scale_input, context[:, index])))
         scaled += [

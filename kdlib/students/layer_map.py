@@ -2,7 +2,7 @@
 
 Two index conventions are used, and every function says which one it returns:
 
-* **encoder indices** are 0-based positions in ``model.bert.encoder.layer`` (``0 .. N-1``);
+* **encoder indices** are 0-based positions in ``model.base_model.encoder.layer`` (``0 .. N-1``);
 * **hidden-state indices** follow ``output_hidden_states=True``: ``hidden_states[0]`` is the embedding
   output and ``hidden_states[i]`` (``i >= 1``) is the output of encoder layer ``i - 1``. The attention map
   of hidden-state index ``i >= 1`` is ``attentions[i - 1]``; index 0 has none.

@@ -84,7 +84,7 @@ class StudentSpec(_HashedModel):
 
     @property
     def head_size(self) -> int:
-        """Per-head width ``hidden_size // num_heads`` (stock BERT: attention width == hidden size)."""
+        """Per-head width ``hidden_size // num_heads`` (every supported family: attention width == hidden size)."""
         return self.hidden_size // self.num_heads
 
     @classmethod
@@ -99,7 +99,7 @@ class StudentSpec(_HashedModel):
         return cls(**(sizes | overrides))
 
     def validate_against(self, teacher_config: Any) -> Self:
-        """Check the constraints that depend on the teacher (a ``BertConfig``); return ``self``.
+        """Check the constraints that depend on the teacher (its config, of any supported family); return ``self``.
 
         Every size must be at most the teacher's, and explicit layer indices must exist in the teacher.
         """

@@ -1,4 +1,4 @@
-"""Distil a BERT classifier student from its teacher: staged training (TinyBERT / MobileBERT), seeded, early-stopped.
+"""Distil a (BERT-family) classifier student from its teacher: staged training (TinyBERT / MobileBERT), early-stopped.
 
 Stages, in order (each its own AdamW with a linear warm-up over ``WARMUP_SHARE`` of the stage and decay to 0):
 
@@ -76,6 +76,7 @@ from distilsearch.kdlib.data.augmentation import augment_batch
 from distilsearch.kdlib.data.batching import Batch, DynamicPadding
 from distilsearch.kdlib.measure.scoring import accuracy, labels_of, predict_logits
 from distilsearch.kdlib.students.candidate import CurvePoint
+from distilsearch.kdlib.students.families import embeddings, encoder_layers, family_of
 from distilsearch.kdlib.students.layer_map import intermediate_layer_map
 from distilsearch.kdlib.students.specs import KDConfig
 from distilsearch.kdlib.students.vocabulary import MappedInputs
@@ -233,7 +234,7 @@ def _captured_values(model: PreTrainedModel, enabled: bool) -> Iterator[list[Ten
     if not enabled:
         yield captured
         return
-    value = model.bert.encoder.layer[-1].attention.self.value
+    value = encoder_layers(model)[-1].attention.self.value
     handle = value.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
     try:
         yield captured
@@ -267,6 +268,8 @@ def _check_inputs(
     mask_token_id: int | None,
     eval_every: int | None,
 ) -> None:
+    family_of(teacher.config, name="teacher")
+    family_of(student.config, name="student")
     if len(train_set) == 0 or len(validation_set) == 0:
         raise ValueError(
             f"train_set ({len(train_set)} rows) and validation_set ({len(validation_set)}) must not be empty"
@@ -354,9 +357,9 @@ class _Distillation:
         if stage.layer is None:
             modules: list[nn.Module] = [self.student]
         elif stage.layer == 0:
-            modules = [self.student.bert.embeddings]
+            modules = [embeddings(self.student)]
         else:
-            modules = [self.student.bert.encoder.layer[stage.layer - 1]]
+            modules = [encoder_layers(self.student)[stage.layer - 1]]
         if self.projection is not None:
             modules += [self.projection[layer] for layer in terms.projected]
         return [parameter for module in modules for parameter in module.parameters()]
@@ -524,7 +527,7 @@ def distill(
 ) -> DistillationOutcome:
     """Train ``student`` in place from ``teacher`` on the tokenized ``train_set``; return what happened.
 
-    ``teacher`` and ``student`` are ``BertForSequenceClassification`` models (eager attention when
+    ``teacher`` and ``student`` are ``*ForSequenceClassification`` models of a supported family (eager attention when
     ``attention_weight > 0``); the teacher is only run, never changed. Both read the batch's token ids, which
     are the teacher's: ``input_id_map[t]`` is the student's id for teacher id ``t`` (trimmed vocabularies).
     ``teacher_logits`` are the cached teacher logits row-aligned with ``train_set`` (see

@@ -38,6 +38,7 @@ from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.data.tasks import load_task
 from distilsearch.kdlib.data.tokenization import tokenize_task
 from distilsearch.kdlib.measure.scoring import labels_of, majority_label, score_sets
+from distilsearch.kdlib.students.families import usable_positions
 from distilsearch.kdlib.training.finetune import FineTuneRecipe, fine_tune
 
 MANIFEST = "distilsearch-teacher.json"
@@ -149,8 +150,8 @@ def get_teacher(
 
 
 def _check_max_length(base_dir: Path, max_length: int) -> None:
-    """Refuse a recipe whose sequences are longer than the base encoder's position embeddings."""
-    positions = AutoConfig.from_pretrained(base_dir, local_files_only=True).max_position_embeddings
+    """Refuse a base encoder of an unsupported family, and a recipe whose sequences are longer than its positions."""
+    positions = usable_positions(AutoConfig.from_pretrained(base_dir, local_files_only=True))
     if max_length > positions:
         raise ValueError(f"max_length={max_length} is above the {positions} positions of the base model in {base_dir}")
 

@@ -1,12 +1,15 @@
 """A weight-sharing super-student for differentiable architecture search (after AdaBERT, Chen et al., IJCAI 2020).
 
-The super-student is a copy of the teacher (a stock ``BertForSequenceClassification``) whose sub-structures are
+The super-student is a copy of the teacher (a stock ``*ForSequenceClassification`` of a supported family: BERT,
+RoBERTa, XLM-RoBERTa, ELECTRA with ``embedding_size == hidden_size``) whose sub-structures are
 switched by relaxed categorical choices, held as logits in :class:`ArchParameters`:
 
 * **depth** -- one categorical over :attr:`ArchChoices.depths`. A depth ``d`` keeps the teacher layers
-  :func:`~distilsearch.kdlib.students.layer_map.select_teacher_layers` picks for ``layer_selection``; the classifier
-  reads the mixture ``sum_d w_d * pooler(h_d)`` of the pooled outputs after each candidate depth. With ``"first"`` one
-  forward pass yields every depth (prefixes share their layers); other selections run one pass per depth choice.
+  :func:`~distilsearch.kdlib.students.layer_map.select_teacher_layers` picks for ``layer_selection``; the logits are
+  the mixture ``sum_d w_d * head(h_d)`` of the classifier head applied to the encoder output after each candidate depth
+  (:func:`~distilsearch.kdlib.students.families.sequence_logits`: BERT's pooler and classifier, or a RoBERTa/ELECTRA
+  head). With ``"first"`` one forward pass yields every depth (prefixes share their layers); other selections run one
+  pass per depth choice.
 * **heads** -- per teacher layer, a categorical over :attr:`ArchChoices.heads` (head counts). Heads are ranked by
   ``head_selection`` (teacher importance or position) and a forward pre-hook on the attention output projection
   scales head ``a``'s context by ``sum_k w_k * [rank(a) < k]``: the probability that the chosen count keeps it.
@@ -22,9 +25,9 @@ The hidden size is not searched: masking residual dimensions cannot reproduce th
 narrower student, so every derived student keeps the teacher's hidden size.
 
 Cost model: :meth:`SuperNet.flops_of` is :func:`kdlib.measure.flops.bert_flops` (linear in the layer count and the FFN
-width) with the expected FFN width of each layer and the probability that each layer is kept. In stock BERT the
-attention width is the hidden size whatever the head count, so at the teacher's hidden size the head count costs no
-FLOPs: heads are chosen by the distillation loss alone.
+width) with the expected FFN width of each layer and the probability that each layer is kept. In every supported
+family the attention width is the hidden size whatever the head count, so at the teacher's hidden size the head count
+costs no FLOPs: heads are chosen by the distillation loss alone.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import PretrainedConfig, PreTrainedModel
 
 from distilsearch.kdlib.measure.flops import bert_flops
 from distilsearch.kdlib.students.cutting import student_config
+from distilsearch.kdlib.students.families import encoder_layers, family_of, sequence_logits
 from distilsearch.kdlib.students.importance import Importance
 from distilsearch.kdlib.students.layer_map import select_teacher_layers
 from distilsearch.kdlib.students.specs import Selection, StudentSpec
@@ -76,7 +80,9 @@ class ArchChoices:
             object.__setattr__(self, name, _sorted_sizes(name, getattr(self, name)))
 
     @classmethod
-    def for_teacher(cls, config: BertConfig, ffn_fractions: Sequence[float] = DEFAULT_FFN_FRACTIONS) -> ArchChoices:
+    def for_teacher(
+        cls, config: PretrainedConfig, ffn_fractions: Sequence[float] = DEFAULT_FFN_FRACTIONS
+    ) -> ArchChoices:
         """Every depth, every head count that divides the hidden size, and FFN widths at ``ffn_fractions``."""
         heads = tuple(k for k in range(1, config.num_attention_heads + 1) if config.hidden_size % k == 0)
         for fraction in ffn_fractions:
@@ -85,7 +91,7 @@ class ArchChoices:
         ffn = sorted({max(1, round(config.intermediate_size * fraction)) for fraction in ffn_fractions})
         return cls(tuple(range(1, config.num_hidden_layers + 1)), heads, tuple(ffn))
 
-    def check(self, config: BertConfig) -> ArchChoices:
+    def check(self, config: PretrainedConfig) -> ArchChoices:
         """Raise ``ValueError`` naming the first choice this teacher cannot provide; return ``self``."""
         limits = (
             ("depths", self.depths, config.num_hidden_layers, "num_hidden_layers"),
@@ -197,7 +203,7 @@ class SuperNet(nn.Module):
 
     def __init__(
         self,
-        teacher: BertForSequenceClassification,
+        teacher: PreTrainedModel,
         choices: ArchChoices,
         *,
         importance: Importance | None = None,
@@ -208,6 +214,7 @@ class SuperNet(nn.Module):
     ) -> None:
         super().__init__()
         config = teacher.config
+        family_of(config, name="teacher")
         self.choices = choices.check(config)
         if layer_selection not in SEARCHABLE_SELECTIONS:
             raise ValueError(f"layer_selection={layer_selection!r} must be one of {SEARCHABLE_SELECTIONS}")
@@ -283,7 +290,7 @@ class SuperNet(nn.Module):
     @contextlib.contextmanager
     def _masked(self, weights: ArchWeights) -> Iterator[None]:
         hooks = []
-        for layer, module in enumerate(self.model.bert.encoder.layer):
+        for layer, module in enumerate(encoder_layers(self.model)):
             hooks.append(
                 module.attention.output.dense.register_forward_pre_hook(partial(self._scale_heads, weights, layer))
             )
@@ -297,7 +304,7 @@ class SuperNet(nn.Module):
     @contextlib.contextmanager
     def _encoder_layers(self, indices: Sequence[int]) -> Iterator[None]:
         """Run only the teacher layers ``indices`` (in order) while the context is open."""
-        encoder = self.model.bert.encoder
+        encoder = self.model.base_model.encoder
         full = encoder.layer
         encoder.layer = nn.ModuleList(full[index] for index in indices)
         try:
@@ -305,27 +312,27 @@ class SuperNet(nn.Module):
         finally:
             encoder.layer = full
 
-    def _pooled_by_depth(self, inputs: Mapping[str, Tensor]) -> list[Tensor]:
-        bert = self.model.bert
+    def _logits_by_depth(self, inputs: Mapping[str, Tensor]) -> list[Tensor]:
+        encoder = self.model.base_model
         if self.layer_selection == "first":
             with self._encoder_layers(range(self.choices.depths[-1])):
-                hidden = bert(**inputs, output_hidden_states=True).hidden_states
-            return [bert.pooler(hidden[depth]) for depth in self.choices.depths]
-        pooled = []
-        for kept in self.depth_layers:
-            with self._encoder_layers(kept):
-                pooled.append(bert(**inputs).pooler_output)
-        return pooled
+                hidden = encoder(**inputs, output_hidden_states=True).hidden_states
+            outputs = [hidden[depth] for depth in self.choices.depths]
+        else:
+            outputs = []
+            for kept in self.depth_layers:
+                with self._encoder_layers(kept):
+                    outputs.append(encoder(**inputs).last_hidden_state)
+        return [sequence_logits(self.model, output) for output in outputs]
 
     def forward(self, weights: ArchWeights, **inputs: Tensor) -> Tensor:
-        """Classifier logits of the super-student under ``weights`` (inputs as for a BERT: ids, masks)."""
+        """Classifier logits of the super-student under ``weights`` (inputs as for the teacher: ids, masks)."""
         unknown = set(inputs) - set(MODEL_INPUTS)
         if unknown:
             raise ValueError(f"unexpected inputs {sorted(unknown)}; SuperNet takes {MODEL_INPUTS}")
         with self._masked(weights):
-            pooled = self._pooled_by_depth(inputs)
-        mixed = torch.einsum("d,dbh->bh", weights.depth.to(pooled[0].dtype), torch.stack(pooled))
-        return self.model.classifier(self.model.dropout(mixed))
+            logits = self._logits_by_depth(inputs)
+        return torch.einsum("d,dbc->bc", weights.depth.to(logits[0].dtype), torch.stack(logits))
 
     # ---- cost ---------------------------------------------------------------------------------------------------
 

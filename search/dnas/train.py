@@ -26,7 +26,7 @@ import datasets
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
-from transformers import BertForSequenceClassification
+from transformers import PreTrainedModel
 
 from distilsearch.kdlib.data.batching import Batch, DynamicPadding, evaluation_batches
 from distilsearch.kdlib.measure.scoring import labels_of
@@ -145,7 +145,7 @@ class _Search:
 
     def __init__(
         self,
-        teacher: BertForSequenceClassification,
+        teacher: PreTrainedModel,
         train_set: datasets.Dataset,
         teacher_logits: Tensor,
         pad_id: int,
@@ -247,7 +247,7 @@ class _Search:
 
 
 def search_architecture(
-    teacher: BertForSequenceClassification,
+    teacher: PreTrainedModel,
     train_set: datasets.Dataset,
     validation_set: datasets.Dataset,
     teacher_logits: Tensor,

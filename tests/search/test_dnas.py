@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from conftest import build_tiny_electra, build_tiny_roberta
 from dnas_helpers import TINY_SEARCH
 from ray_helpers import FAST_LATENCY, register_toy_task
-from transformers import BertForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from distilsearch.envs.fidelity import Fidelity
 from distilsearch.envs.live import LiveEvaluator
@@ -21,6 +27,7 @@ from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.student_evaluator import StudentEvaluator
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 from distilsearch.kdlib.students.cutting import cut_student
+from distilsearch.kdlib.students.families import UnsupportedModelError
 from distilsearch.kdlib.students.importance import compute_importance
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 from distilsearch.kdlib.training.teacher import Teacher
@@ -130,6 +137,34 @@ def test_a_one_hot_super_student_is_the_cut_student(tiny_teacher: BertForSequenc
     assert supernet.student_flops(StudentSpec.identity(tiny_teacher.config)) == supernet.teacher_flops
     assert all(torch.equal(a, b) for a, b in zip(tiny_teacher.parameters(), supernet.model.parameters(), strict=True))
     assert supernet.model.bert.encoder.layer[0] is not tiny_teacher.bert.encoder.layer[0], "the teacher is copied"
+
+
+@pytest.mark.parametrize(("family", "layer_selection"), [("roberta", "first"), ("electra", "uniform")])
+def test_a_one_hot_super_student_of_a_roberta_or_electra_teacher_is_the_cut_student(
+    tmp_path: Path, family: str, layer_selection: str
+) -> None:
+    build = {"roberta": build_tiny_roberta, "electra": build_tiny_electra}[family]
+    teacher = AutoModelForSequenceClassification.from_pretrained(build(tmp_path / family)).eval()
+    batch = calibration(teacher)
+    supernet = SuperNet(
+        teacher, CHOICES, importance=compute_importance(teacher, batch), layer_selection=layer_selection
+    ).eval()
+    for layers, heads, ffn in [(1, 2, 16), (3, 4, 48)]:
+        spec = StudentSpec(
+            num_layers=layers, hidden_size=32, num_heads=heads, ffn_size=ffn, layer_selection=layer_selection
+        )
+        with torch.no_grad():
+            masked = supernet(supernet.weights_for(spec), **batch)
+            cut = cut_student(teacher, spec, batch)(**batch).logits
+        torch.testing.assert_close(masked, cut, rtol=1e-5, atol=1e-6)
+    relaxed = supernet.train()(supernet.new_arch_parameters().probabilities(), **batch)
+    assert relaxed.shape == (4, 2) and bool(torch.isfinite(relaxed).all())
+
+
+def test_a_distilbert_teacher_is_refused() -> None:
+    config = DistilBertConfig(vocab_size=60, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+    with pytest.raises(UnsupportedModelError, match="teacher: model_type 'distilbert' is not supported"):
+        SuperNet(DistilBertForSequenceClassification(config), ArchChoices((1,), (1,), (16,)))
 
 
 def test_expected_flops_is_differentiable_and_heads_cost_nothing(tiny_teacher: BertForSequenceClassification):
