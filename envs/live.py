@@ -16,20 +16,23 @@ from distilsearch.envs.fidelity import Fidelity, apply_fidelity, fidelity_steps,
 from distilsearch.envs.store import EvaluationStore, evaluation_key
 from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.data.tasks import load_task
+from distilsearch.kdlib.data.user_data import DataSpec
 from distilsearch.kdlib.measure.latency import LatencyProtocol
 from distilsearch.kdlib.student_evaluator import DEFAULT_LATENCY, StudentEvaluator
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 from distilsearch.kdlib.training.finetune import FineTuneRecipe
-from distilsearch.kdlib.training.teacher import Teacher, get_teacher
+from distilsearch.kdlib.training.teacher import Teacher
+from distilsearch.kdlib.training.teacher_folder import load_task_for_teacher, teacher_for
 
 
 class LiveEvaluator:
     """Distils and measures candidates of one task against one teacher at one fidelity level.
 
-    ``task`` is a registered task name or an already-loaded :class:`~distilsearch.kdlib.data.task_registry.TaskData`;
-    ``teacher`` an already-built :class:`~distilsearch.kdlib.training.teacher.Teacher` (then ``teacher_recipe`` and
-    ``base_dir`` must stay None), else
-    :func:`~distilsearch.kdlib.training.teacher.get_teacher` builds or reuses the cached one. Results are stored in
+    ``task`` is a registered task name, the user's data (a :class:`~distilsearch.kdlib.data.user_data.DataSpec`) or an
+    already-loaded :class:`~distilsearch.kdlib.data.task_registry.TaskData`; ``teacher`` an already-built
+    :class:`~distilsearch.kdlib.training.teacher.Teacher` (then ``teacher_recipe``, ``base_dir`` and ``teacher_dir``
+    must stay None), else :func:`~distilsearch.kdlib.training.teacher_folder.teacher_for` takes the user's fine-tuned
+    ``teacher_dir`` or builds (or reuses) the one fine-tuned from ``base_dir``. Results are stored in
     ``store``; without a store they are kept in memory for this evaluator's lifetime. With ``students_dir``, every
     ``ok`` student is exported to ``students_dir/<evaluation key>``.
 
@@ -44,7 +47,7 @@ class LiveEvaluator:
 
     def __init__(
         self,
-        task: str | TaskData,
+        task: str | DataSpec | TaskData,
         *,
         fidelity: str | Fidelity = "low",
         store: EvaluationStore | None = None,
@@ -52,6 +55,7 @@ class LiveEvaluator:
         teacher: Teacher | None = None,
         teacher_recipe: FineTuneRecipe | None = None,
         base_dir: Path | None = None,
+        teacher_dir: Path | None = None,
         students_dir: Path | None = None,
         latency: LatencyProtocol = DEFAULT_LATENCY,
         progress: bool = True,
@@ -59,12 +63,15 @@ class LiveEvaluator:
     ) -> None:
         self.fidelity_level = get_fidelity(fidelity)
         self.fidelity = self.fidelity_level.name
-        task_name = task.name if isinstance(task, TaskData) else task
         if teacher is None:
-            teacher = get_teacher(task_name, teacher_recipe, base_dir=base_dir, device=device, progress=progress)
-        elif teacher_recipe is not None or base_dir is not None:
-            raise ValueError("pass either a built teacher or teacher_recipe / base_dir to build one, not both")
-        data = task if isinstance(task, TaskData) else load_task(task_name, progress=progress)
+            data = task if isinstance(task, TaskData) else load_task_for_teacher(task, teacher_dir, progress=progress)
+            teacher = teacher_for(
+                data, folder=teacher_dir, base_dir=base_dir, recipe=teacher_recipe, device=device, progress=progress
+            )
+        elif teacher_recipe is not None or base_dir is not None or teacher_dir is not None:
+            raise ValueError("pass either a built teacher or teacher_recipe / base_dir / teacher_dir, not both")
+        else:
+            data = task if isinstance(task, TaskData) else load_task(task, progress=progress)
         self.student_evaluator = StudentEvaluator(teacher, data, device=device, latency=latency, progress=progress)
         self.task = data.name
         self.teacher_key = teacher.key

@@ -49,6 +49,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from distilsearch.envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
 from distilsearch.envs.live import LiveEvaluator
 from distilsearch.envs.store import STORE_FILE, EvaluationStore, evaluation_key
+from distilsearch.kdlib.data.user_data import DataSpec
 from distilsearch.kdlib.measure.latency import LatencyProtocol
 from distilsearch.kdlib.student_evaluator import DEFAULT_LATENCY
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
@@ -119,12 +120,13 @@ def init_local_ray(**options: Any) -> None:
 class WorkerSettings:
     """Everything a worker needs to build its LiveEvaluator (pickled to each actor)."""
 
-    task: str
+    task: str | DataSpec
     fidelity: Fidelity
     store_path: Path
     device: str
     teacher_recipe: FineTuneRecipe | None
     base_dir: Path | None
+    teacher_dir: Path | None
     students_dir: Path | None
     latency: LatencyProtocol
     progress: bool
@@ -155,6 +157,7 @@ class EvaluationWorker:
             device=settings.device,
             teacher_recipe=settings.teacher_recipe,
             base_dir=settings.base_dir,
+            teacher_dir=settings.teacher_dir,
             students_dir=settings.students_dir,
             latency=settings.latency,
             progress=settings.progress,
@@ -205,6 +208,8 @@ def _check_positive(name: str, value: float | None, *, allow_none: bool = False,
 class RayEvaluator:
     """Evaluates candidates on ``num_workers`` Ray actors sharing one evaluation store (see the module docstring).
 
+    ``task`` is a registered task name or the user's data (a ``DataSpec``); ``teacher_dir`` the user's fine-tuned
+    teacher folder (else the teacher is fine-tuned from ``base_dir`` with ``teacher_recipe``).
     ``address``: None starts a private local Ray (stopped again by :meth:`shutdown`); ``"auto"`` or ``"ray://..."``
     connects to a running cluster (only disconnected by :meth:`shutdown`). A Ray already initialised in this process
     is used as it is and left running. ``setup`` runs in each worker before its evaluator is built (e.g. to register
@@ -219,7 +224,7 @@ class RayEvaluator:
 
     def __init__(
         self,
-        task: str,
+        task: str | DataSpec,
         *,
         num_workers: int,
         run_dir: Path,
@@ -231,6 +236,7 @@ class RayEvaluator:
         device: str = "auto",
         teacher_recipe: FineTuneRecipe | None = None,
         base_dir: Path | None = None,
+        teacher_dir: Path | None = None,
         students_dir: Path | None = None,
         latency: LatencyProtocol = DEFAULT_LATENCY,
         progress: bool = False,
@@ -277,6 +283,7 @@ class RayEvaluator:
             device=device,
             teacher_recipe=teacher_recipe,
             base_dir=Path(base_dir).resolve() if base_dir is not None else None,
+            teacher_dir=Path(teacher_dir).resolve() if teacher_dir is not None else None,
             students_dir=Path(students_dir).resolve() if students_dir is not None else None,
             latency=latency,
             progress=progress,

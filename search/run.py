@@ -191,20 +191,35 @@ class Run:
 
     # ---- re-distilling frontier members ---------------------------------------------------------------------------
 
-    def student_evaluator(self, *, device: str = "auto", progress: bool = False) -> StudentEvaluator:
-        """A live evaluator for the run's task and teacher (fine-tuned or taken from the cache)."""
-        from distilsearch.kdlib.data.assets import AssetError
-        from distilsearch.kdlib.data.tasks import load_task
-        from distilsearch.kdlib.student_evaluator import StudentEvaluator
-        from distilsearch.kdlib.training.teacher import get_teacher
+    def student_evaluator(
+        self, *, device: str = "auto", progress: bool = False, teacher_dir: Path | None = None
+    ) -> StudentEvaluator:
+        """A live evaluator for the run's task and teacher (the user's folder, or fine-tuned or taken from the cache).
 
+        ``teacher_dir`` replaces the run's teacher folder (one that was moved); it must hold the same teacher.
+        """
+        from distilsearch.kdlib.data.assets import AssetError
+        from distilsearch.kdlib.student_evaluator import StudentEvaluator
+        from distilsearch.kdlib.training.teacher_folder import load_task_for_teacher, teacher_for
+
+        folder = teacher_dir or self.config.teacher
         try:
-            teacher = get_teacher(self.config.task, base_dir=self.config.base, device=device, progress=progress)
-            return StudentEvaluator(
-                teacher, load_task(self.config.task, progress=False), device=device, progress=progress
-            )
+            task = load_task_for_teacher(self.config.task_source(), folder, progress=progress)
+            teacher = teacher_for(task, folder=folder, base_dir=self.config.base, device=device, progress=progress)
         except (AssetError, ValueError, OSError) as error:
             raise RunError(str(error)) from None
+        if teacher_dir is not None:
+            self._check_teacher_key(teacher.key, teacher_dir)
+        return StudentEvaluator(teacher, task, device=device, progress=progress)
+
+    def _check_teacher_key(self, key: str, teacher_dir: Path) -> None:
+        """Refuse a teacher folder other than the one the run's results were distilled from."""
+        keys = {result.provenance.get("teacher_key") for result in self.results()} - {None}
+        if keys and key not in keys:
+            raise RunError(
+                f"teacher folder {teacher_dir} (key {key[:16]}) is not the teacher this run distilled from "
+                f"(key {sorted(keys)[0][:16]}); give the run's teacher folder, moved but unchanged"
+            )
 
     def member(self, rank: int, objectives: Sequence[str] = FRONTIER_OBJECTIVES) -> EvalResult:
         """The rank-``rank`` frontier member (1 = best on the first objective)."""
@@ -223,9 +238,11 @@ class Run:
         force: bool = False,
         evaluator: StudentEvaluator | None = None,
         progress: bool = False,
+        teacher_dir: Path | None = None,
     ) -> EvalResult:
         """Re-distil the rank-``rank`` frontier student (deterministically) and save it to ``out`` (default
-        ``RUN/students/rank-K``); RunError when the destination is unsafe or the training fails."""
+        ``RUN/students/rank-K``); RunError when the destination is unsafe or the training fails. ``teacher_dir``
+        replaces a teacher folder that moved since the run (it must hold the same teacher)."""
         from distilsearch.search.destinations import DestinationError, check_folder_destination
 
         destination = out or self.layout.student(rank)
@@ -234,7 +251,7 @@ class Run:
         except DestinationError as error:
             raise RunError(str(error)) from None
         chosen = self.member(rank)
-        evaluator = evaluator or self.student_evaluator(progress=progress)
+        evaluator = evaluator or self.student_evaluator(progress=progress, teacher_dir=teacher_dir)
         result = evaluator.evaluate(chosen.candidate, out_dir=destination, stop_after=_stop_after(chosen))
         if result.status != "ok":
             raise RunError(f"re-distilling rank {rank} ({chosen.candidate.summary()}) {result.status}: {result.error}")
@@ -341,7 +358,8 @@ def _space(config: SearchConfig) -> SearchSpace:
 
     if config.space is not None:
         return SearchSpace.from_yaml(config.space).with_limits(config.limits())
-    teacher_config = AutoConfig.from_pretrained(resolve_base_dir(config.base), local_files_only=True)
+    folder = config.teacher if config.teacher is not None else resolve_base_dir(config.base)
+    teacher_config = AutoConfig.from_pretrained(folder, local_files_only=True)
     fixed = DEFAULT_FIXED | {"max_length": config.max_length}
     return SearchSpace.default_for(teacher_config, fixed=fixed, limits=config.limits())
 
@@ -402,7 +420,7 @@ def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> E
         return SurrogateEvaluator.from_table(table) if config.backend == "surrogate" else table
     if config.workers > 1 or config.ray_address:
         return RayEvaluator(
-            config.task,
+            config.task_source(),
             num_workers=config.workers,
             run_dir=run_dir,
             store_path=RunLayout(run_dir).store,
@@ -410,8 +428,16 @@ def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> E
             address=config.ray_address,
             num_gpus_per_eval=config.gpus_per_eval,
             base_dir=config.base,
+            teacher_dir=config.teacher,
         )
-    return LiveEvaluator(config.task, fidelity=config.fidelity, store=store, base_dir=config.base, progress=False)
+    return LiveEvaluator(
+        config.task_source(),
+        fidelity=config.fidelity,
+        store=store,
+        base_dir=config.base,
+        teacher_dir=config.teacher,
+        progress=False,
+    )
 
 
 def _restore_store(budgeted: BudgetedEvaluator, store: EvaluationStore) -> int:

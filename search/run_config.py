@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distilsearch.kdlib.core.atomic import write_text_atomic
+from distilsearch.kdlib.data.user_data import DataSpec
 from distilsearch.search import run_layout
 
 if TYPE_CHECKING:
@@ -23,7 +24,11 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: str = Field("rt-polarity", description="Task name (distilsearch tasks lists them).")
+    task: str = Field("rt-polarity", description="Task name (distilsearch tasks lists them); with --data, its name.")
+    data: DataSpec | None = Field(None, description="Your labelled text files (the --data flags).")
+    teacher: Path | None = Field(
+        None, description="Your fine-tuned teacher: a local *ForSequenceClassification folder (default: --base)."
+    )
     agent: str = Field(
         "evolution",
         description="random, evolution, ppo, maskable-ppo, dnas, successive-halving, hyperband or mo-asha.",
@@ -64,6 +69,21 @@ class SearchConfig(BaseModel):
             return int(number) if number.is_integer() else value
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_of_data(cls, values: Any) -> Any:
+        """With ``data``, the task is the data's name; a different ``task`` given beside it is an error."""
+        if not isinstance(values, dict) or values.get("data") is None:
+            return values
+        data = values["data"] if isinstance(values["data"], DataSpec) else DataSpec.model_validate(values["data"])
+        given = values.get("task")
+        if given is not None and given != data.task_name:
+            raise ValueError(
+                f"task={given!r} and the data's task name {data.task_name!r} differ; drop --task (or name the "
+                "data with --data-name)"
+            )
+        return values | {"data": data, "task": data.task_name}
+
     @model_validator(mode="after")
     def _known_names(self) -> SearchConfig:
         from distilsearch.envs.fidelity import FIDELITIES
@@ -71,12 +91,21 @@ class SearchConfig(BaseModel):
         from distilsearch.kdlib.data.tasks import TASKS
         from distilsearch.search.agents import AGENTS
 
-        for field, registry in (("task", TASKS), ("agent", AGENTS), ("fidelity", FIDELITIES), ("reward", REWARDS)):
+        registries = {"task": TASKS, "agent": AGENTS, "fidelity": FIDELITIES, "reward": REWARDS}
+        if self.data is not None:
+            del registries["task"]
+        if self.teacher is not None and self.base is not None:
+            raise ValueError("give either a fine-tuned teacher folder (--teacher) or a base model (--base), not both")
+        for field, registry in registries.items():
             value = getattr(self, field)
             if value not in registry:
                 raise ValueError(f"unknown {field} {value!r}; known: {', '.join(sorted(registry))}")
         self.limits()
         return self
+
+    def task_source(self) -> str | DataSpec:
+        """What the task is loaded from: the user's data, else the registered task name."""
+        return self.task if self.data is None else self.data
 
     def limits(self) -> Limits:
         """The deployment limits given (``min_speedup``, ``max_params``, ``max_size_mb``); validated."""

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import transformers
@@ -41,6 +41,9 @@ from distilsearch.kdlib.measure.scoring import labels_of, majority_label, score_
 from distilsearch.kdlib.students.families import usable_positions
 from distilsearch.kdlib.training.finetune import FineTuneRecipe, fine_tune
 
+if TYPE_CHECKING:
+    from distilsearch.kdlib.data.user_data import DataSpec
+
 MANIFEST = "distilsearch-teacher.json"
 MANIFEST_HASH = "manifest_sha256"
 WEIGHTS = "model.safetensors"
@@ -63,9 +66,11 @@ class Teacher:
     seconds: float
 
     def load_model(self, device: torch.device | str = "cpu", *, eager_attention: bool = False):
-        """The teacher as a stock ``BertForSequenceClassification`` in eval mode (eager attention on request)."""
+        """The teacher as a stock ``*ForSequenceClassification`` in eval mode (eager attention on request)."""
         kwargs = {"attn_implementation": "eager"} if eager_attention else {}
-        model = AutoModelForSequenceClassification.from_pretrained(self.path, local_files_only=True, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            self.path, local_files_only=True, use_safetensors=True, **kwargs
+        )
         return model.to(device).eval()
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
@@ -115,14 +120,15 @@ def teacher_key(base_dir: Path, task: TaskData, recipe: FineTuneRecipe) -> str:
 
 
 def get_teacher(
-    task_name: str = "rt-polarity",
+    task: str | DataSpec | TaskData = "rt-polarity",
     recipe: FineTuneRecipe | None = None,
     *,
     base_dir: Path | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> Teacher:
-    """The fine-tuned teacher for ``task_name``: from the cache when present and intact, else trained and cached.
+    """The teacher fine-tuned on ``task`` (a task name, user data or a loaded task): from the cache when present and
+    intact, else trained and cached.
 
     ``base_dir`` must be an existing local folder (see :func:`resolve_base_dir`); None means the embedded MiniLM.
     """
@@ -130,7 +136,8 @@ def get_teacher(
     recipe = recipe or FineTuneRecipe()
     base_dir = resolve_base_dir(base_dir, progress=progress)
     _check_max_length(base_dir, recipe.max_length)
-    task = load_task(task_name, progress=progress)
+    if not isinstance(task, TaskData):
+        task = load_task(task, progress=progress)
     key = teacher_key(base_dir, task, recipe)
     target = cache_dir("teachers") / f"{task.name}-{key[:16]}"
     with lock_for(target):

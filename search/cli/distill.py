@@ -12,6 +12,7 @@ from rich.table import Table
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 from distilsearch.search.cli.console import JsonFlag, console, fail
+from distilsearch.search.cli.data_options import TeacherOption, checked_task_source, data_flags, data_spec
 from distilsearch.search.cli.options import collect_model_values, model_flags
 from distilsearch.search.destinations import DestinationError, check_folder_destination
 
@@ -82,6 +83,7 @@ def result_table(result: EvalResult) -> Table:
     return table
 
 
+@data_flags
 @model_flags((StudentSpec, "Student"), (KDConfig, "Distillation"))
 def distill(
     task: Annotated[
@@ -104,18 +106,22 @@ def distill(
     base: Annotated[
         Path | None, typer.Option(help="Local base model folder for the teacher (default: MiniLM).")
     ] = None,
+    teacher_dir: TeacherOption = None,
     **values: Any,
 ) -> None:
     """Distil one student from the task's teacher and print its metrics beside the teacher's.
 
     Every StudentSpec and KDConfig field has a flag; student sizes not given keep the teacher's.
     """
-    from transformers import AutoConfig
-
     from distilsearch.kdlib.data.assets import AssetError
-    from distilsearch.kdlib.data.tasks import TASKS, load_task
     from distilsearch.kdlib.student_evaluator import StudentEvaluator
-    from distilsearch.kdlib.training.teacher import get_teacher, resolve_base_dir
+    from distilsearch.kdlib.training.teacher import resolve_base_dir
+    from distilsearch.kdlib.training.teacher_folder import (
+        check_teacher_folder,
+        load_task_for_teacher,
+        teacher_config,
+        teacher_for,
+    )
 
     if out is not None:
         try:
@@ -123,18 +129,22 @@ def distill(
         except DestinationError as error:
             fail(str(error))
     file_values = read_config_file(config) if config else {}
-    task = task or file_values.get("task") or "rt-polarity"
-    if task not in TASKS:
-        fail(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    source = checked_task_source(task or file_values.get("task"), data_spec(values))
     spec_values = file_values.get("spec", {}) | collect_model_values(StudentSpec, values)
     kd_values = file_values.get("kd", {}) | collect_model_values(KDConfig, values)
+    progress = not json_output
     try:
-        base_dir = resolve_base_dir(base, progress=not json_output)
-        base_config = AutoConfig.from_pretrained(base_dir, local_files_only=True)
-        candidate = build_candidate(base_config, spec_values, kd_values)
-        candidate.spec.validate_against(base_config)
-        teacher = get_teacher(task, base_dir=base_dir, device=device, progress=not json_output)
-        evaluator = StudentEvaluator(teacher, load_task(task, progress=False), device=device, progress=not json_output)
+        if teacher_dir is not None:
+            shape = teacher_config(check_teacher_folder(teacher_dir))
+        else:
+            from transformers import AutoConfig
+
+            shape = AutoConfig.from_pretrained(resolve_base_dir(base, progress=progress), local_files_only=True)
+        candidate = build_candidate(shape, spec_values, kd_values)
+        candidate.spec.validate_against(shape)
+        loaded = load_task_for_teacher(source, teacher_dir, progress=progress)
+        teacher = teacher_for(loaded, folder=teacher_dir, base_dir=base, device=device, progress=progress)
+        evaluator = StudentEvaluator(teacher, loaded, device=device, progress=progress)
     except (AssetError, OSError, ValueError) as error:
         fail(str(error))
     result = evaluator.evaluate(candidate, out_dir=out)

@@ -10,23 +10,27 @@ import typer
 from pydantic import ValidationError
 
 from distilsearch.search.cli.console import JsonFlag, console, fail, invalid_settings
+from distilsearch.search.cli.data_options import data_flags, data_spec
 from distilsearch.search.cli.options import collect_model_values, model_flags
 from distilsearch.search.run_config import SearchConfig
 
-CONFIG_ONLY = frozenset({"reward_options", "agent_options"})
+CONFIG_ONLY = frozenset({"reward_options", "agent_options", "data"})
 
 
 def _settings(config_file: Path | None, given: dict[str, Any]) -> SearchConfig:
     """The config file's settings overridden by the flags that were given."""
     try:
-        base = SearchConfig.load(config_file).model_dump() if config_file else {}
-        return SearchConfig(**(base | collect_model_values(SearchConfig, given)))
+        base = SearchConfig.load(config_file).model_dump(exclude_unset=True) if config_file else {}
+        data = data_spec(given)
+        flags = collect_model_values(SearchConfig, given) | ({"data": data} if data is not None else {})
+        return SearchConfig(**(base | flags))
     except ValidationError as error:
         fail(f"invalid search settings: {invalid_settings(error)}")
     except ValueError as error:
         fail(str(error))
 
 
+@data_flags
 @model_flags((SearchConfig, "Search"), exclude=CONFIG_ONLY)
 def search(
     config: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML with these settings.")] = None,
@@ -57,6 +61,14 @@ def export(
     rank: Annotated[int, typer.Option(min=1, help="1 = the most accurate frontier student.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Destination (default RUN_DIR/students/rank-K).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a destination that exists and is not empty.")] = False,
+    teacher_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher",
+            help="The run's own teacher folder, if it moved since the search (it must hold the same teacher).",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Save the rank-K student of a run's (accuracy, latency) frontier: it is distilled again, deterministically."""
@@ -64,7 +76,7 @@ def export(
 
     try:
         run = Run.open(run_dir)
-        result = run.export(rank, out, force=force, progress=not json_output)
+        result = run.export(rank, out, force=force, progress=not json_output, teacher_dir=teacher_dir)
         chosen = run.member(rank)
     except RunError as error:
         fail(str(error))

@@ -57,6 +57,7 @@ from distilsearch.envs.ray_evaluator import init_local_ray, prepare_ray_temp_dir
 from distilsearch.kdlib.core.atomic import read_appended_lines, write_json_atomic
 from distilsearch.kdlib.core.hashing import sha256_json
 from distilsearch.kdlib.data.tasks import load_task
+from distilsearch.kdlib.data.user_data import DataSpec
 from distilsearch.kdlib.student_evaluator import StudentEvaluator
 from distilsearch.kdlib.students.specs import StudentSpec
 from distilsearch.kdlib.training.teacher import Teacher
@@ -83,6 +84,7 @@ class TrialSettings:
     device: str
     threads: int
     setup: Callable[[], object] | None
+    task: str | DataSpec
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def dnas_trial(trial_config: Mapping[str, Any], settings: TrialSettings) -> None
         settings.setup()
     torch.set_num_threads(settings.threads)
     teacher = settings.teacher
-    task = load_task(teacher.task, progress=False)
+    task = load_task(settings.task, progress=False)
     evaluator = StudentEvaluator(teacher, task, device=settings.device, progress=False)
     point = trial_config["trial"]
     trial = {"beta": float(point["beta"]), "seed": int(point["seed"])}
@@ -311,11 +313,13 @@ def run_dnas_tune(
     device: str = "cpu",
     setup: Callable[[], object] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
+    task: str | DataSpec | None = None,
 ) -> list[TrialOutcome]:
     """Search one architecture per (beta, seed) on Ray Tune; outcomes in (beta, seed) grid order.
 
     ``config`` holds every search setting but ``beta`` and ``seed`` (its own are replaced). ``teacher`` fixes the
-    task (``teacher.task``); ``setup`` runs first in every trial (e.g. to register a custom task) and
+    task (``teacher.task``; give the user's data as ``task``, a ``DataSpec``, when the teacher's task is not
+    registered); ``setup`` runs first in every trial (e.g. to register a custom task) and
     ``runtime_env`` is given to a Ray this call starts, with ``num_cpus`` CPUs (default: enough for
     ``max_concurrent`` trials). See the module docstring for ASHA, storage and resume.
     """
@@ -353,7 +357,7 @@ def run_dnas_tune(
         )
     if missing:
         logger.info("running %d of %d DNAS trials in %s", len(missing), len(grid), sweep)
-        settings = TrialSettings(teacher, config, device, num_cpus_per_trial, setup)
+        settings = TrialSettings(teacher, config, device, num_cpus_per_trial, setup, task or teacher.task)
         resources = {"cpu": num_cpus_per_trial, "gpu": num_gpus_per_trial}
         trainable = tune.with_resources(tune.with_parameters(dnas_trial, settings=settings), resources)
         scheduler = None
