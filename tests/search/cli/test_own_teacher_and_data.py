@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import build_tiny_bert
+from conftest import build_tiny_bert, build_tiny_electra, build_tiny_roberta
 from typer.testing import CliRunner
 
 from distilsearch.kdlib.data.user_data import DataSpec
@@ -77,6 +77,22 @@ def test_distill_cuts_a_student_from_the_users_teacher(own_teacher: Path, review
     assert result.exit_code == 0, result.output
     student = AutoModelForSequenceClassification.from_pretrained(out)
     assert student.config.num_hidden_layers == 1 and student.config.id2label == {0: "neg", 1: "pos"}
+
+
+@pytest.mark.parametrize("build", [build_tiny_roberta, build_tiny_electra], ids=["roberta", "electra"])
+def test_distill_from_a_roberta_or_electra_teacher_on_user_data(build, reviews: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    labels = {"id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    folder = build(tmp_path / "teacher", **labels)
+    out = tmp_path / "student"
+    arguments = ["distill", "--teacher", str(folder), *data_flags(reviews), "--num-layers", "2", "--hidden-size", "16"]
+    result = runner.invoke(app, [*arguments, "--max-steps", "3", "--device", "cpu", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    student = AutoModelForSequenceClassification.from_pretrained(out)
+    teacher = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert type(student) is type(teacher) and student.config.num_hidden_layers == 2
+    assert json.loads(result.stdout)["status"] == "ok"
 
 
 def search_arguments(own_teacher: Path, reviews: Path, run: Path) -> list[str]:
