@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm as terminal_tqdm
@@ -104,3 +106,19 @@ def progress_bar(
     stream = sys.stderr if file is None else file
     bar_class = terminal_tqdm if disable or is_interactive(stream) else LogProgress
     return bar_class(total=total, desc=desc, unit=unit, disable=disable, file=stream, **options)
+
+
+@contextmanager
+def datasets_progress(progress: bool) -> Iterator[None]:
+    """Silence the progress bars of ``datasets`` unless ``progress``; restore them only if they were on (turning them
+    on against ``HF_DATASETS_DISABLE_PROGRESS_BARS`` would warn)."""
+    import datasets
+
+    silence = not progress and datasets.is_progress_bar_enabled()
+    if silence:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if silence:
+            datasets.enable_progress_bars()

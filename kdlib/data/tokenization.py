@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerBase
 from distilsearch.kdlib.core.atomic import lock_for, staging_dir
 from distilsearch.kdlib.core.hashing import sha256_json
 from distilsearch.kdlib.core.paths import cache_dir
+from distilsearch.kdlib.core.progress import datasets_progress
 from distilsearch.kdlib.data.task_registry import TaskData
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "label")
@@ -66,9 +67,7 @@ def _cached_tokenized(
                 texts = [batch[field] for field in text_fields]
                 return tokenizer(*texts, truncation=True, max_length=max_length, return_token_type_ids=True)
 
-            if not progress:
-                datasets.disable_progress_bars()
-            try:
+            with datasets_progress(progress):
                 encoded = dataset.map(
                     encode,
                     batched=True,
@@ -78,8 +77,6 @@ def _cached_tokenized(
                 )
                 with staging_dir(target) as staging:
                     encoded.save_to_disk(str(staging))
-            finally:
-                datasets.enable_progress_bars()
     loaded = datasets.load_from_disk(str(target))
     loaded.set_format("torch", columns=list(MODEL_COLUMNS))
     return loaded

@@ -62,14 +62,13 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from distilsearch.kdlib.core.progress import datasets_progress
 from distilsearch.kdlib.data.splits import (
     SPLIT_NAMES,
     drop_duplicate_texts,
@@ -241,7 +240,7 @@ def load_data(spec: DataSpec, *, ood_limit: int | None = DEFAULT_OOD_LIMIT, prog
     if ood_limit is not None and ood_limit < 1:
         raise ValueError(f"ood_limit must be >= 1 or None, got {ood_limit}")
     columns = (*spec.text_columns, spec.label_column)
-    with _datasets_progress(progress):
+    with datasets_progress(progress):
         given = _given_splits(spec, columns)
         ood = {name: _rows(_single_table(_read(source, columns), source), spec) for name, source in spec.ood.items()}
     splits, notes = _split(given, spec.text_columns)
@@ -295,21 +294,6 @@ def _where(source: str, unit: str | None = None, position: int | None = None, co
     if column is not None:
         parts.append(f"column {column!r}")
     return ", ".join(parts)
-
-
-@contextmanager
-def _datasets_progress(progress: bool) -> Iterator[None]:
-    """Silence the progress bars of ``datasets`` unless ``progress``."""
-    import datasets
-
-    silence = not progress and datasets.is_progress_bar_enabled()
-    if silence:
-        datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if silence:
-            datasets.enable_progress_bars()
 
 
 def _given_splits(spec: DataSpec, columns: tuple[str, ...]) -> dict[str, _Rows]:
