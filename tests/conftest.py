@@ -62,17 +62,21 @@ def build_tiny_tokenizer(directory: Path) -> BertTokenizerFast:
     return tokenizer
 
 
+TINY_SIZES = {
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
+"""The sizes of the tiny test models (4 layers, hidden 32, 4 heads, FFN 64, 128 positions)."""
+
+
 def build_tiny_bert(directory: Path, num_labels: int = 2, seed: int = 0, **config: int) -> Path:
     """Save a tiny random BertForSequenceClassification (4 layers, hidden 32, 4 heads) plus tokenizer."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(directory)
-    settings = {
-        "hidden_size": 32,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "max_position_embeddings": 128,
-    } | config
+    settings = TINY_SIZES | config
     bert_config = BertConfig(vocab_size=len(tokenizer), num_labels=num_labels, **settings)
     torch.manual_seed(seed)
     BertForSequenceClassification(bert_config).save_pretrained(directory)
@@ -196,13 +200,7 @@ def build_tiny_electra(directory: Path, num_labels: int = 2, seed: int = 0, **co
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(directory)
-    settings = {
-        "hidden_size": 32,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "max_position_embeddings": 128,
-    } | config
+    settings = TINY_SIZES | config
     settings.setdefault("embedding_size", settings["hidden_size"])
     electra_config = ElectraConfig(vocab_size=len(tokenizer), num_labels=num_labels, **settings)
     torch.manual_seed(seed)
