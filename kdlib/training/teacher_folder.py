@@ -32,7 +32,7 @@ from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.data.tasks import load_task
 from distilsearch.kdlib.data.tokenization import tokenize_task
 from distilsearch.kdlib.measure.scoring import labels_of, majority_label, score_sets
-from distilsearch.kdlib.students.families import family_of, usable_positions
+from distilsearch.kdlib.students.families import UnsupportedModelError, family_of, usable_positions
 from distilsearch.kdlib.training.recipe import FineTuneRecipe
 from distilsearch.kdlib.training.teacher import Teacher, get_teacher
 
@@ -72,7 +72,10 @@ def check_teacher_folder(folder: str | Path) -> Path:
 def teacher_config(folder: Path) -> PretrainedConfig:
     """The teacher's config after checking it is a sequence classifier of a supported family."""
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    family_of(config)
+    try:
+        family_of(config)
+    except UnsupportedModelError as error:
+        raise TeacherFolderError(f"teacher folder {folder}: {error}") from None
     architectures = config.architectures or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise TeacherFolderError(

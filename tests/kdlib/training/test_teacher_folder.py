@@ -7,8 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import build_tiny_bert
-from transformers import BertConfig, BertModel
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from distilsearch.kdlib.data.tasks import load_task
 from distilsearch.kdlib.data.user_data import DataSpec
@@ -53,7 +60,10 @@ def test_the_key_follows_the_folder_content_and_the_data(tmp_path: Path, toy_tas
     one = load_teacher_folder(teacher_folder(tmp_path / "a", ("negative", "positive")), task, progress=False)
     copy = load_teacher_folder(shutil.copytree(tmp_path / "a", tmp_path / "b"), task, progress=False)
     assert one.key == copy.key, "same bytes at another path: the same teacher"
-    shutil.copy(teacher_folder(tmp_path / "c", ("negative", "positive"), seed=1) / "model.safetensors", tmp_path / "b")
+    model = BertForSequenceClassification.from_pretrained(tmp_path / "b")
+    with torch.no_grad():
+        model.classifier.bias += 1.0
+    model.save_pretrained(tmp_path / "b")
     other = load_teacher_folder(tmp_path / "b", task, progress=False)
     assert one.key != other.key, "other weights: another teacher"
     data = load_task(DataSpec(files={"all": str(sentiment_csv(tmp_path / "s.csv"))}), progress=False)
@@ -126,6 +136,14 @@ def test_bad_folders_are_clear_errors(tmp_path: Path, toy_task: str) -> None:
     )
     with pytest.raises(TeacherFolderError, match=r"BertModel, not a fine-tuned .*--base"):
         load_teacher_folder(encoder, task, progress=False)
+    distilbert = tmp_path / "distilbert"
+    DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=60, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+    ).save_pretrained(distilbert)
+    with pytest.raises(
+        TeacherFolderError, match=r"teacher folder .*distilbert: model_type 'distilbert' is not supported"
+    ):
+        load_teacher_folder(distilbert, task, progress=False)
 
 
 def test_a_too_long_max_length_is_refused(tmp_path: Path, toy_task: str) -> None:
