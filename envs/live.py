@@ -41,6 +41,8 @@ class LiveEvaluator:
     ``fidelity`` is the default level; :meth:`evaluate` takes another per request (e.g. a
     :func:`~distilsearch.envs.fidelity.rung`), and
     :meth:`cost_steps` prices a request in training steps.
+    ``remeasure_teacher_latency`` times the teacher again beside each new student (see
+    :class:`~distilsearch.kdlib.student_evaluator.StudentEvaluator`).
     ``distillations`` counts candidates trained here; ``reused`` counts results taken from the store (or memory)
     instead; invalid candidates count in neither, as they are rejected before training.
     """
@@ -60,6 +62,7 @@ class LiveEvaluator:
         latency: LatencyProtocol = DEFAULT_LATENCY,
         progress: bool = True,
         lease_seconds: float = 60.0,
+        remeasure_teacher_latency: bool = False,
     ) -> None:
         self.fidelity_level = get_fidelity(fidelity)
         self.fidelity = self.fidelity_level.name
@@ -72,7 +75,14 @@ class LiveEvaluator:
             raise ValueError("pass either a built teacher or teacher_recipe / base_dir / teacher_dir, not both")
         else:
             data = task if isinstance(task, TaskData) else load_task(task, progress=progress)
-        self.student_evaluator = StudentEvaluator(teacher, data, device=device, latency=latency, progress=progress)
+        self.student_evaluator = StudentEvaluator(
+            teacher,
+            data,
+            device=device,
+            latency=latency,
+            progress=progress,
+            remeasure_teacher_latency=remeasure_teacher_latency,
+        )
         self.task = data.name
         self.teacher_key = teacher.key
         self.train_size = len(data.splits["train"])

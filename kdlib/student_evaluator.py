@@ -5,7 +5,10 @@ sets, the cached teacher logits and the teacher's latency) across candidates: a 
 :meth:`StudentEvaluator.evaluate` many times.
 
 Weight bits. ``32``: fp32. ``8``: FastFormers-style post-training int8 dynamic quantization of the linear layers;
-accuracy and latency are those of the int8 model on CPU (its real kernels). ``2``: TernaryBERT-style ternary
+accuracy and latency are those of the int8 model on CPU (its real kernels). Both train the same fp32 student, so the
+evaluator keeps the last one it trained and deploys it again when its twin (the same candidate with the other of these
+two widths, at the same rung) comes next, as deployment does: no second training; the result's provenance names the
+twin under ``"trained_with"`` and its ``train_seconds`` are the twin's. ``2``: TernaryBERT-style ternary
 weights trained with KD through a straight-through estimator; the reported size is the packed 2-bit size, while
 latency is measured on the materialized fp32 weights, since PyTorch has no ternary kernels.
 """
@@ -15,10 +18,11 @@ from __future__ import annotations
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from distilsearch.kdlib.core.device import describe_device, select_device
 from distilsearch.kdlib.core.versions import runtime_versions
@@ -47,13 +51,34 @@ CALIBRATION_EXAMPLES = 64
 OOD_TEST = "ood/"
 OOD_DEV = "ood-dev/"
 DEFAULT_LATENCY = LatencyProtocol(points=((1, 64), (32, 128)), warmup=3, repeats=15, num_threads=1)
+SHARED_TRAINING_BITS = (32, 8)
+"""Weight widths whose students train identically (8 is quantized after training), so one training serves both."""
+
+
+@dataclass
+class _Trained:
+    """The last fp32 student trained for a weight width of :data:`SHARED_TRAINING_BITS`."""
+
+    key: str
+    candidate_hash: str
+    student: PreTrainedModel
+    outcome: DistillationOutcome
+    train_seconds: float
+
+
+def _training_key(candidate: Candidate, stop_after: int | None) -> str:
+    """What determines the trained fp32 weights: the candidate at 32 bits and the rung."""
+    fp32 = candidate.model_copy(update={"spec": candidate.spec.model_copy(update={"weight_bits": 32})})
+    return f"{fp32.content_hash()}@{stop_after}"
 
 
 class StudentEvaluator:
     """Evaluates candidates against one teacher on one task, reusing everything that does not depend on them.
 
     Latency depends on the architecture alone (the spec: sizes, weight bits, vocabulary), never on the training, so it
-    is measured once per spec and device and reused: the rungs and recipes of one architecture share it.
+    is measured once per spec and device and reused: the rungs and recipes of one architecture share it. The teacher's
+    is measured once, or, with ``remeasure_teacher_latency``, again right before each student's (for long runs on a
+    machine whose load changes: every speed-up then compares two measurements taken side by side).
     """
 
     def __init__(
@@ -65,6 +90,7 @@ class StudentEvaluator:
         latency: LatencyProtocol = DEFAULT_LATENCY,
         latency_device: str = "cpu",
         progress: bool = True,
+        remeasure_teacher_latency: bool = False,
     ) -> None:
         if task.name != teacher.task:
             raise ValueError(f"task {task.name!r} does not match the teacher's task {teacher.task!r}")
@@ -74,6 +100,7 @@ class StudentEvaluator:
         self.latency_protocol = latency
         self.latency_device = select_device(latency_device)
         self.progress = progress
+        self.remeasure_teacher_latency = remeasure_teacher_latency
         self.tokenizer = teacher.load_tokenizer()
         self.pad_id = pad_token_id(self.tokenizer)
         self.teacher_model = teacher.load_model(self.device, eager_attention=True)
@@ -82,6 +109,7 @@ class StudentEvaluator:
         self._teacher_scores: dict[int, dict[str, float]] = {}
         self._teacher_latency: dict[str, dict[tuple[int, int], LatencyStats]] = {}
         self._student_latency: dict[tuple[str, str], list[LatencyPoint]] = {}
+        self._last_trained: _Trained | None = None
 
     def tokenized(self, max_length: int) -> dict:
         """The task's tokenized sets at ``max_length`` (cached on disk and in memory)."""
@@ -149,43 +177,18 @@ class StudentEvaluator:
         started = time.perf_counter()
         spec, kd = candidate.spec, candidate.kd
         sets = self.tokenized(kd.max_length)
-        train_logits = self.teacher_logits_for(sets["train"])
-        set_seed(kd.seed)
-        calibration = None
-        if importance_needed(spec, self.teacher_config):
-            rows = [sets["train"][index] for index in range(min(CALIBRATION_EXAMPLES, len(sets["train"])))]
-            calibration = {name: tensor.to(self.device) for name, tensor in DynamicPadding(self.pad_id)(rows).items()}
-        student = cut_student(self.teacher_model, spec, calibration)
+        shared = spec.weight_bits in SHARED_TRAINING_BITS and not spec.trim_vocab
+        key = _training_key(candidate, stop_after) if shared else None
+        twin = self._last_trained if self._last_trained is not None and self._last_trained.key == key else None
         student_tokenizer, input_id_map = self.tokenizer, None
-        if spec.trim_vocab:
-            used = {
-                int(token)
-                for split in ("train", "validation", "test")
-                for ids in sets[split]["input_ids"]
-                for token in ids
-            }
-            student, student_tokenizer = trim_vocabulary(student, self.tokenizer, used)
-            input_id_map = vocabulary_map(self.tokenizer, student_tokenizer)
-        if spec.weight_bits == 2:
-            apply_weight_quantization(student, 2)
-        student.to(self.device)
-        outcome = distill(
-            self.teacher_model,
-            student,
-            sets["train"],
-            sets["validation"],
-            kd,
-            teacher_logits=train_logits,
-            pad_id=self.pad_id,
-            device=self.device,
-            input_id_map=input_id_map,
-            mask_token_id=self.tokenizer.mask_token_id,
-            progress=self.progress,
-            description=f"distilling {candidate.content_hash()}",
-            curve_sets={name.removeprefix(OOD_DEV): data for name, data in sets.items() if name.startswith(OOD_DEV)},
-            stop_after=stop_after,
-        )
-        train_seconds = time.perf_counter() - started
+        if twin is not None:
+            student, outcome, train_seconds = twin.student, twin.outcome, twin.train_seconds
+            started = time.perf_counter() - train_seconds
+        else:
+            student, student_tokenizer, input_id_map, outcome = self._train(candidate, sets, stop_after)
+            train_seconds = time.perf_counter() - started
+            if key is not None and outcome.status == "ok":
+                self._last_trained = _Trained(key, candidate.content_hash(), student, outcome, train_seconds)
         if outcome.status != "ok":
             return EvalResult(
                 candidate=candidate,
@@ -237,8 +240,51 @@ class StudentEvaluator:
             train_seconds=train_seconds,
             eval_seconds=time.perf_counter() - started - train_seconds,
             student_path=str(path) if path else None,
-            provenance=self._provenance(outcome),
+            provenance=self._provenance(outcome) | _shared_training(twin, candidate),
         )
+
+    def _train(
+        self, candidate: Candidate, sets: dict, stop_after: int | None
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.Tensor | None, DistillationOutcome]:
+        """Cut, (trim, prepare low-bit weights) and distil the student of ``candidate``."""
+        spec, kd = candidate.spec, candidate.kd
+        train_logits = self.teacher_logits_for(sets["train"])
+        set_seed(kd.seed)
+        calibration = None
+        if importance_needed(spec, self.teacher_config):
+            rows = [sets["train"][index] for index in range(min(CALIBRATION_EXAMPLES, len(sets["train"])))]
+            calibration = {name: tensor.to(self.device) for name, tensor in DynamicPadding(self.pad_id)(rows).items()}
+        student = cut_student(self.teacher_model, spec, calibration)
+        student_tokenizer, input_id_map = self.tokenizer, None
+        if spec.trim_vocab:
+            used = {
+                int(token)
+                for split in ("train", "validation", "test")
+                for ids in sets[split]["input_ids"]
+                for token in ids
+            }
+            student, student_tokenizer = trim_vocabulary(student, self.tokenizer, used)
+            input_id_map = vocabulary_map(self.tokenizer, student_tokenizer)
+        if spec.weight_bits == 2:
+            apply_weight_quantization(student, 2)
+        student.to(self.device)
+        outcome = distill(
+            self.teacher_model,
+            student,
+            sets["train"],
+            sets["validation"],
+            kd,
+            teacher_logits=train_logits,
+            pad_id=self.pad_id,
+            device=self.device,
+            input_id_map=input_id_map,
+            mask_token_id=self.tokenizer.mask_token_id,
+            progress=self.progress,
+            description=f"distilling {candidate.content_hash()}",
+            curve_sets={name.removeprefix(OOD_DEV): data for name, data in sets.items() if name.startswith(OOD_DEV)},
+            stop_after=stop_after,
+        )
+        return student, student_tokenizer, input_id_map, outcome
 
     def _scores(
         self, model: torch.nn.Module, sets: dict, input_id_map: torch.Tensor | None, device: torch.device
@@ -254,8 +300,10 @@ class StudentEvaluator:
     def _latency(self, model: PreTrainedModel, device: torch.device) -> list[LatencyPoint]:
         """Student latency beside the teacher's on the same device, with the FLOPs-theoretical speed-up."""
         model.to(device)
-        student_stats = measure_latency(model, self.latency_protocol, model.config.vocab_size, device)
+        if self.remeasure_teacher_latency:
+            self._teacher_latency.pop(str(device), None)
         teacher_stats = self.teacher_latency(device)
+        student_stats = measure_latency(model, self.latency_protocol, model.config.vocab_size, device)
         return [
             LatencyPoint(
                 batch=batch,
@@ -316,6 +364,13 @@ class StudentEvaluator:
                 "teacher_forward_batches": outcome.teacher_forward_batches,
             }
         return record
+
+
+def _shared_training(twin: _Trained | None, candidate: Candidate) -> dict[str, str]:
+    """The provenance entry naming the twin whose training a result reused (none when it trained its own)."""
+    if twin is None or twin.candidate_hash == candidate.content_hash():
+        return {}
+    return {"trained_with": twin.candidate_hash}
 
 
 def _named(scores: dict[str, float], prefix: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from distilsearch.kdlib.core.progress import is_interactive
 from distilsearch.kdlib.data.assets import AssetError, asset_status, fetch_asset, get_asset
+from distilsearch.search.cli.bench import bench_app
 from distilsearch.search.cli.console import JsonFlag, console, guarded
 from distilsearch.search.cli.distill import distill
 from distilsearch.search.cli.pareto import pareto
@@ -23,6 +24,7 @@ QUIET_PROGRESS_VARIABLES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE
 
 app = typer.Typer(help="Find small, fast BERT students by knowledge distillation and architecture search.")
 app.add_typer(store_app, name="store")
+app.add_typer(bench_app, name="bench")
 
 
 @app.command()
