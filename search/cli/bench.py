@@ -89,3 +89,26 @@ def build(
             f"{summary['rows']} rows in {summary['path']} ({summary['added']} added, {summary['remaining']} to go); "
             f"{summary['cpu_hours_this_run']} CPU hours this run, {summary['cpu_hours_total']} in all"
         )
+
+
+@bench_app.command()
+@guarded
+def datasheet(
+    table: Annotated[
+        Path | None, typer.Option("--table", help="The bench table (.parquet); default: the shipped one.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: DATASHEET.md beside the table).")] = None,
+) -> None:
+    """Write KD-Bench's datasheet (schema, units, build sessions and CPU hours, seed noise, ranges, surrogate quality,
+    how to rebuild and cite) from the table alone."""
+    from distilsearch.envs.bench_table import BENCH_TABLE, BenchTable, BenchTableError
+    from distilsearch.search.bench_datasheet import render_datasheet
+
+    path = table if table is not None else BENCH_TABLE
+    try:
+        loaded = BenchTable.load(path)
+    except BenchTableError as error:
+        fail(str(error))
+    target = out if out is not None else path.with_name("DATASHEET.md")
+    target.write_text(render_datasheet(loaded), encoding="utf-8")
+    console.print(f"wrote {target}", highlight=False)

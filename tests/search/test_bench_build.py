@@ -3,10 +3,12 @@ one training, the recorded space, and the errors for a table that belongs to ano
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 from ray_helpers import FAST_LATENCY
+from typer.testing import CliRunner
 
 from distilsearch.envs.bench_space import BENCH_DIMENSIONS, bench_space
 from distilsearch.envs.bench_table import BenchTable, BenchTableError, write_bench_table
@@ -15,6 +17,10 @@ from distilsearch.envs.space import SearchSpace, TeacherShape
 from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.training.teacher import Teacher
 from distilsearch.search.bench_build import build_bench, build_plan, training_key
+from distilsearch.search.bench_datasheet import render_datasheet
+from distilsearch.search.cli.main import app
+
+runner = CliRunner()
 
 FIXED = {"hidden_size": 32, "num_heads": 4, "ffn_size": 32, "max_steps": 4, "batch_size": 8, "max_length": 16}
 
@@ -112,3 +118,26 @@ def test_bench_table_errors_name_the_file(tmp_path: Path) -> None:
     plain.write_bytes(b"not parquet")
     with pytest.raises(BenchTableError, match=r"plain\.parquet: not a readable Parquet file"):
         BenchTable.load(plain)
+
+
+def test_datasheet_reports_counts_hash_noise_and_sessions(toy, tmp_path: Path) -> None:
+    space = tiny_space(toy[0])
+    plan = build_plan(space, noise_trainings=1)
+    path = tmp_path / "bench.parquet"
+    build_bench(live(toy), space, path, plan=plan[:4])
+    incomplete = render_datasheet(BenchTable.load(path))
+    assert f"**incomplete: 4 of {space.num_valid()} candidates**" in incomplete
+    build_bench(live(toy), space, path, plan=plan)
+    text = render_datasheet(BenchTable.load(path), surrogate_section="| target | tau |")
+    assert f"sha256 `{hashlib.sha256(path.read_bytes()).hexdigest()}`" in text
+    assert f"{len(plan)} rows: {space.num_valid()} candidates of the space (complete) and 2 noise re-runs" in text
+    assert f"Space hash `{space.space_hash()}`" in text
+    assert "| validation accuracy | 2 |" in text
+    assert text.count("| 20") >= 2  # two build sessions, each a row starting with its date
+    assert "## Surrogate (off-table candidates)" in text and "| target | tau |" in text
+
+    result = runner.invoke(app, ["bench", "datasheet", "--table", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "DATASHEET.md").read_text(encoding="utf-8").startswith("# KD-Bench datasheet")
+    missing = runner.invoke(app, ["bench", "datasheet", "--table", str(tmp_path / "none.parquet")])
+    assert missing.exit_code == 2 and "none.parquet: no bench table there" in missing.output
