@@ -97,7 +97,7 @@ def _agent_view(flip: bool, home: Path, tiny_bert_dir: Path, monkeypatch: pytest
         TASKS.pop(TASK, None)
 
 
-VARYING_INFO = {"provenance", "train_seconds", "eval_seconds", "curve_seconds"}
+VARYING_INFO = {"provenance", "train_seconds", "eval_seconds", "curve_seconds", "simulated_seconds", "simulated_time"}
 TIMED = ("latency_ms/", "teacher_latency_ms/", "speedup/")
 
 
