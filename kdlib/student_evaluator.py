@@ -174,9 +174,11 @@ class StudentEvaluator:
         )
 
     def _evaluate(self, candidate: Candidate, out_dir: Path | None, stop_after: int | None) -> EvalResult:
-        started = time.perf_counter()
         spec, kd = candidate.spec, candidate.kd
         sets = self.tokenized(kd.max_length)
+        self.teacher_logits_for(sets["train"])
+        self.teacher_scores(kd.max_length)
+        started = time.perf_counter()  # after the per-teacher work every candidate shares (cached once)
         shared = spec.weight_bits in SHARED_TRAINING_BITS and not spec.trim_vocab
         key = _training_key(candidate, stop_after) if shared else None
         twin = self._last_trained if self._last_trained is not None and self._last_trained.key == key else None
