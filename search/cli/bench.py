@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from distilsearch.search.cli.console import JsonFlag, console, fail, guarded
+from distilsearch.search.cli.leaderboard import leaderboard
 
 bench_app = typer.Typer(help="KD-Bench: the shipped table of really distilled students, and tools for it.")
 
@@ -112,3 +113,6 @@ def datasheet(
     target = out if out is not None else path.with_name("DATASHEET.md")
     target.write_text(render_datasheet(loaded), encoding="utf-8")
     console.print(f"wrote {target}", highlight=False)
+
+
+bench_app.command()(guarded(leaderboard))
