@@ -4,7 +4,7 @@
 :data:`~distilsearch.envs.bench_table.BENCH_TABLE`): the space is the one the table records, and a space the caller
 gives must be that one (:class:`~distilsearch.envs.bench_table.BenchTableError` naming both hashes, at construction).
 The evaluator replays the table's rows; while the table lacks some candidates of its space (it is built row by row),
-a :class:`~distilsearch.envs.evaluators.SurrogateEvaluator` fitted on its rows answers for them -- results marked
+a :class:`~distilsearch.envs.surrogate.SurrogateEvaluator` fitted on its rows answers for them -- results marked
 ``{"surrogate": ...}`` in their provenance -- and the setup warns (:class:`IncompleteBenchWarning`).
 
 Simulated cost: a result costs the ``train_seconds + eval_seconds`` it records (:func:`recorded_seconds`), what the
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distilsearch.envs.bench_table import BENCH_TABLE, BenchTable, BenchTableError
-from distilsearch.envs.evaluators import Evaluator, SurrogateEvaluator
+from distilsearch.envs.evaluators import Evaluator
 from distilsearch.envs.space import SearchSpace
+from distilsearch.envs.surrogate import SurrogateEvaluator
 from distilsearch.kdlib.students.candidate import EvalResult
 
 

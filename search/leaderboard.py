@@ -43,9 +43,10 @@ import torch
 
 from distilsearch.envs.bench_research import BenchResearch, measured
 from distilsearch.envs.bench_table import BENCH_TABLE, BenchTable
-from distilsearch.envs.evaluators import Evaluator, SurrogateEvaluator, TableEvaluator
+from distilsearch.envs.evaluators import Evaluator, TableEvaluator
 from distilsearch.envs.fidelity import rung_ladder
 from distilsearch.envs.rewards import Reward, WeightedReward
+from distilsearch.envs.surrogate import SurrogateEvaluator
 from distilsearch.kdlib.core.atomic import read_appended_lines
 from distilsearch.kdlib.core.hashing import sha256_json
 from distilsearch.search.agents import AGENTS, make_agent

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,10 +176,8 @@ class Run:
         return frontier(self.results(), objectives)
 
     def frontier_table(self, objectives: Sequence[str] = FRONTIER_OBJECTIVES) -> pd.DataFrame:
-        """The frontier as a table: one row per member, its metrics and candidate."""
-        from distilsearch.search.pareto import frontier_table
-
-        return frontier_table(self.results(), objectives)
+        """The frontier as a table: one row per member, its metrics and candidate (see :func:`labelled_frontier`)."""
+        return labelled_frontier(self.results(), objectives)
 
     def hypervolume(self, objectives: Sequence[str] = FRONTIER_OBJECTIVES, reference: dict | None = None) -> float:
         """The hypervolume of the run's results under ``objectives`` (default reference: see ``search.pareto``)."""
@@ -292,6 +290,19 @@ class Run:
         return outcomes
 
 
+def labelled_frontier(results: Iterable[EvalResult], objectives: Sequence[str]) -> pd.DataFrame:
+    """:func:`~distilsearch.search.pareto.frontier_table` with a ``predicted`` column after the candidate hash: True
+    for a member whose numbers a surrogate predicted (never measured)."""
+    from distilsearch.envs.surrogate import is_predicted
+    from distilsearch.search.pareto import frontier_table
+
+    results = list(results)
+    predicted = {result.candidate.content_hash() for result in results if is_predicted(result)}
+    frame = frontier_table(results, objectives)
+    frame.insert(2, "predicted", frame["candidate_hash"].isin(predicted).astype(bool))
+    return frame
+
+
 def _stop_after(result: EvalResult) -> int | None:
     """The learning-curve rung a stored result stopped at (multi-fidelity agents), or None for a full budget."""
     return (result.provenance.get("fidelity") or {}).get("stop_after")
@@ -350,6 +361,14 @@ def _parts(config: SearchConfig) -> tuple[Agent, Reward, SearchSpace]:
 
 
 def _space(config: SearchConfig) -> SearchSpace:
+    """The run's space (:func:`_table_space` for the table backends, else :func:`_live_space`) with the run's
+    deployment limits replacing its own."""
+    if config.backend in ("table", "surrogate"):
+        return _table_space(config).with_limits(config.limits())
+    return _live_space(config)
+
+
+def _live_space(config: SearchConfig) -> SearchSpace:
     """The space YAML (or the teacher's default space) with the run's deployment limits replacing its own."""
     from transformers import AutoConfig
 
@@ -362,6 +381,28 @@ def _space(config: SearchConfig) -> SearchSpace:
     teacher_config = AutoConfig.from_pretrained(folder, local_files_only=True)
     fixed = DEFAULT_FIXED | {"max_length": config.max_length}
     return SearchSpace.default_for(teacher_config, fixed=fixed, limits=config.limits())
+
+
+def _table_space(config: SearchConfig) -> SearchSpace:
+    """The space a table backend searches: a bench table's recorded space (a ``--space`` given must be that space),
+    else the ``--space`` given, which a plain table needs. Nothing is fetched."""
+    from distilsearch.envs.bench_table import BenchTable, BenchTableError
+    from distilsearch.envs.space import SearchSpace
+
+    path = config.table_path()
+    if not path.is_file():
+        hint = "" if config.table is not None else " (KD-Bench's table; build it with `distilsearch bench build`)"
+        raise RunError(f"--backend {config.backend}: the benchmark table {path} does not exist{hint}")
+    given = SearchSpace.from_yaml(config.space) if config.space is not None else None
+    try:
+        bench = BenchTable.load(path)
+    except BenchTableError as error:
+        if given is None:
+            raise RunError(f"{error}; pass --space SPACE.yaml, the space its rows cover") from None
+        return given
+    if given is not None:
+        bench.check_space(given)
+    return bench.space
 
 
 def _nothing_spent(run_dir: Path) -> bool:
@@ -407,16 +448,13 @@ def _save_settings(config: SearchConfig, run_dir: Path, note: Notify) -> None:
 
 
 def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> Evaluator:
-    from distilsearch.envs.evaluators import SurrogateEvaluator, TableEvaluator
+    from distilsearch.envs.evaluators import TableEvaluator
     from distilsearch.envs.live import LiveEvaluator
     from distilsearch.envs.ray_evaluator import RayEvaluator
+    from distilsearch.envs.surrogate import SurrogateEvaluator
 
     if config.backend in ("table", "surrogate"):
-        if config.table is None:
-            raise RunError(
-                f"--backend {config.backend} needs --table PATH (a benchmark table written by envs.evaluators)"
-            )
-        table = TableEvaluator(config.table)
+        table = TableEvaluator(config.table_path())
         return SurrogateEvaluator.from_table(table) if config.backend == "surrogate" else table
     if config.workers > 1 or config.ray_address:
         return RayEvaluator(
@@ -501,7 +539,7 @@ def _search(job: _Job, note: Notify, log: logging.Logger) -> None:
     from distilsearch.kdlib.data.assets import AssetError
     from distilsearch.search.budget import BudgetedEvaluator
     from distilsearch.search.dnas.tune import NoRoomForTrials
-    from distilsearch.search.pareto import frontier_table, most_trained
+    from distilsearch.search.pareto import most_trained
 
     config, run_dir, space, session, on_evaluation = job.config, job.run_dir, job.space, job.session, job.on_evaluation
     layout = RunLayout(run_dir)
@@ -593,7 +631,7 @@ def _search(job: _Job, note: Notify, log: logging.Logger) -> None:
         if budgeted.remaining:
             note(f"{budgeted.remaining} {config.budget_unit} left unspent: {_why_unspent(budgeted, space)}")
         results = most_trained(row.result for row in store.rows(task=config.task))
-        frontier_table(results, FRONTIER_OBJECTIVES).to_csv(layout.frontier_csv, index=False)
+        labelled_frontier(results, FRONTIER_OBJECTIVES).to_csv(layout.frontier_csv, index=False)
 
 
 def _why_unspent(budgeted: BudgetedEvaluator, space: SearchSpace) -> str:

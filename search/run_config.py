@@ -38,7 +38,8 @@ class SearchConfig(BaseModel):
         "evaluations", description="evaluations (each new request costs 1) or steps (its training steps)."
     )
     backend: Literal["live", "table", "surrogate"] = Field(
-        "live", description="live (distil for real), table or surrogate (a benchmark table; predictions)."
+        "live",
+        description="live (distil for real), table (replay a benchmark table) or surrogate (predictions from one).",
     )
     fidelity: str = Field("low", description="Training budget per evaluation: low, medium, high, full.")
     reward: str = Field("weighted", description="weighted, mnasnet or constrained.")
@@ -48,8 +49,12 @@ class SearchConfig(BaseModel):
     ray_address: str | None = Field(None, description="Join a Ray cluster ('auto' or ray://...).")
     gpus_per_eval: float = Field(0.0, ge=0, description="GPUs per evaluation on Ray.")
     seed: int = Field(0, description="Seed of the agent.")
-    table: Path | None = Field(None, description="Benchmark table (table / surrogate backends).")
-    space: Path | None = Field(None, description="Search space YAML (default: derived from the teacher).")
+    table: Path | None = Field(
+        None, description="Benchmark table of the table / surrogate backends (default: KD-Bench's shipped table)."
+    )
+    space: Path | None = Field(
+        None, description="Search space YAML (default: a bench table's own space, else derived from the teacher)."
+    )
     base: Path | None = Field(None, description="Local base model folder for the teacher (default: MiniLM).")
     max_length: int = Field(64, ge=8, description="Tokens per example.")
     min_speedup: float | None = Field(None, description="Least FLOPs speed-up over the teacher at batch 1 x 64.")
@@ -112,6 +117,12 @@ class SearchConfig(BaseModel):
         from distilsearch.envs.limits import Limits
 
         return Limits(self.min_speedup, self.max_params, self.max_size_mb)
+
+    def table_path(self) -> Path:
+        """The benchmark table of the table and surrogate backends: ``table``, else KD-Bench's shipped table."""
+        from distilsearch.envs.bench_table import BENCH_TABLE
+
+        return self.table if self.table is not None else BENCH_TABLE
 
     def run_dir(self) -> Path:
         """``out``, or ``results/runs/<task>-<agent>-<backend>-seed<seed>``."""

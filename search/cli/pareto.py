@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 METRIC_WIDTH = 28
 MEMBER_WIDTH = 16
+PREDICTED = "predicted (surrogate)"
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,12 @@ def _cell(value: Any) -> str:
 
 
 def _frontier_tables(run: Run, frame: pd.DataFrame, width: int) -> list[Table]:
-    """Metrics as rows and frontier members (best first) as columns, split so each table fits ``width``."""
+    """Metrics as rows and frontier members (best first) as columns, split so each table fits ``width``; the
+    ``predicted`` column is shown as a ``source`` row: "predicted (surrogate)" or "measured"."""
     from rich.table import Table
 
+    frame = frame.rename(columns={"predicted": "source"})
+    frame["source"] = frame["source"].map({True: PREDICTED, False: "measured"})
     fits = max(1, (width - METRIC_WIDTH - 4) // (MEMBER_WIDTH + 3))
     per_table = math.ceil(len(frame) / math.ceil(len(frame) / fits))
     tables = []
@@ -131,7 +135,16 @@ def _status_line(run: Run, names: tuple[str, ...]) -> str:
 
     counts = Counter(result.status for result in run.results)
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-    return f"{len(run.results)} evaluation(s) ({statuses or 'none'}), {len(usable(run.results, names))} usable"
+    line = f"{len(run.results)} evaluation(s) ({statuses or 'none'}), {len(usable(run.results, names))} usable"
+    predicted = predicted_count(run.results)
+    return line + (f"; {predicted} {PREDICTED}, not measured" if predicted else "")
+
+
+def predicted_count(results: list[EvalResult]) -> int:
+    """How many of ``results`` a surrogate predicted."""
+    from distilsearch.envs.surrogate import is_predicted
+
+    return sum(is_predicted(result) for result in results)
 
 
 def pareto(
@@ -169,7 +182,6 @@ def report_frontiers(
     """Print the frontier tables (or the JSON report) of ``run_dir`` and the ``compare`` runs; write the plots."""
     from distilsearch.search.pareto import (
         default_reference,
-        frontier_table,
         get_objective,
         hypervolume,
         hypervolume_trace,
@@ -180,6 +192,7 @@ def report_frontiers(
         usable,
     )
     from distilsearch.search.plots import plot_frontier, plot_hypervolume
+    from distilsearch.search.run import labelled_frontier
 
     try:
         names = objective_names(objectives)
@@ -194,7 +207,7 @@ def report_frontiers(
     except ValueError as error:
         fail(f"{error} (with --reference)")
     vector = reference_point(names, bound)
-    frames = {run.name: frontier_table(run.results, names) for run in runs}
+    frames = {run.name: labelled_frontier(run.results, names) for run in runs}
     volumes = {run.name: hypervolume(objective_matrix(run.results, names), vector) for run in runs}
     traces = {run.name: hypervolume_trace(run.results, names, bound) for run in runs}
     teacher = {name: teacher_value(runs[0].results, name) for name in names}
@@ -225,6 +238,7 @@ def report_frontiers(
                     "task": run.task,
                     "evaluations": len(run.results),
                     "usable": len(usable(run.results, names)),
+                    "predicted": predicted_count(run.results),
                     "hypervolume": volumes[run.name],
                     "hypervolume_trace": traces[run.name],
                     "frontier": json.loads(frames[run.name].to_json(orient="records", double_precision=15)),

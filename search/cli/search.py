@@ -37,7 +37,7 @@ def search(
     **values: Any,
 ) -> None:
     """Run a search into a run folder; the same command again resumes it (nothing evaluated twice)."""
-    from distilsearch.search.cli.pareto import report_frontiers
+    from distilsearch.search.cli.pareto import PREDICTED, predicted_count, report_frontiers
     from distilsearch.search.run import RunError, run_search
 
     settings = _settings(config, values)
@@ -53,6 +53,12 @@ def search(
         f"({session.train_seconds:.0f} s of training)",
         highlight=False,
     )
+    results = run.results()
+    predicted = predicted_count(results)
+    if predicted:
+        console.print(
+            f"{predicted} of the run's {len(results)} evaluations are {PREDICTED}, not measured", highlight=False
+        )
     report_frontiers(run.path, objectives="accuracy,latency", compare=None, json_output=False, reference=None)
 
 

@@ -1,21 +1,15 @@
-"""TableEvaluator, write_table and SurrogateEvaluator on the toy benchmark table of ``toy_table`` (TOY TEST DATA)."""
+"""TableEvaluator and write_table on the toy benchmark table of ``toy_table`` (TOY TEST DATA)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from toy_table import TOY_TASK, TOY_TEACHER_KEY, toy_results, write_toy_table
 
-from distilsearch.envs.evaluators import (
-    CandidateNotInTableError,
-    Evaluator,
-    SurrogateEvaluator,
-    TableEvaluator,
-    write_table,
-)
+from distilsearch.envs.evaluators import CandidateNotInTableError, Evaluator, TableEvaluator, write_table
+from distilsearch.envs.surrogate import SurrogateEvaluator
 from distilsearch.kdlib.students.candidate import Candidate
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 
@@ -100,44 +94,3 @@ def test_table_rejects_stale_duplicate_and_mixed_rows(toy_csv: Path, tmp_path: P
         write_table(toy_results(), tmp_path / "toy.xlsx", task="t", teacher_key="k", fidelity="f")
     with pytest.raises(ValueError, match="results 0 and 1 hold the same candidate"):
         write_table(toy_results()[:1] * 2, tmp_path / "twice.csv", task="t", teacher_key="k", fidelity="f")
-
-
-def test_surrogate_beats_a_constant_predictor_on_held_out_rows() -> None:
-    rows = toy_results()
-    surrogate = SurrogateEvaluator(TOY_TASK, TOY_TEACHER_KEY)
-    error = surrogate.holdout_error(rows, fraction=0.25, seed=0)
-    assert error.n_test == round(0.25 * sum(row.status == "ok" for row in rows))
-    assert set(error.mae) >= {
-        "accuracy",
-        "validation_accuracy",
-        "ood_accuracy/echo",
-        "ood_dev_accuracy/echo",
-        "log_latency_ms/1x64",
-        "log_params_total",
-    }
-    for name, mae in error.mae.items():
-        assert math.isfinite(mae) and mae < error.baseline_mae[name], name
-    assert error.mae["accuracy"] < 0.02
-
-
-def test_surrogate_results_are_labelled_predictions() -> None:
-    surrogate = SurrogateEvaluator(TOY_TASK, TOY_TEACHER_KEY).fit(toy_results())
-    result = surrogate.evaluate(outside_candidate())
-    assert isinstance(surrogate, Evaluator) and surrogate.fidelity == "surrogate"
-    assert result.provenance["surrogate"]["model"] == "ridge" and result.provenance["surrogate"]["rows"] > 0
-    assert 0.0 <= result.accuracy <= 1.0 and set(result.ood_accuracy) == {"echo"}
-    assert result.speedup(1, 64) > 1.0 and result.params_total > 0 and result.retention is not None
-    # what rewards read: validation and OOD-dev predictions with the teacher's values on the same sets
-    assert 0.0 <= result.validation_accuracy <= 1.0 and set(result.ood_dev_accuracy) == {"echo"}
-    assert result.validation_retention is not None and result.ood_dev_retention is not None
-    point = result.latency[0]
-    assert point.p10_ms <= point.median_ms <= point.p90_ms
-
-
-def test_surrogate_needs_fitting_and_enough_rows() -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
-        SurrogateEvaluator(TOY_TASK, TOY_TEACHER_KEY).evaluate(outside_candidate())
-    with pytest.raises(ValueError, match="at least 2 rows"):
-        SurrogateEvaluator(TOY_TASK, TOY_TEACHER_KEY).fit(toy_results()[:1])
-    with pytest.raises(ValueError, match="l2"):
-        SurrogateEvaluator(TOY_TASK, TOY_TEACHER_KEY, l2=0.0)
