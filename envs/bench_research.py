@@ -61,6 +61,7 @@ from distilsearch.envs.rewards import (
     make_reward,
 )
 from distilsearch.envs.space import Choices
+from distilsearch.envs.surrogate import is_predicted
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 
 Direction = Literal["up", "down"]
@@ -68,11 +69,6 @@ Direction = Literal["up", "down"]
 
 class BenchResearchError(ValueError):
     """A research question the table cannot answer (no rows of its space, nothing on a front, an undefined regret)."""
-
-
-def measured(result: EvalResult) -> bool:
-    """Whether ``result`` is a measurement (a surrogate's prediction names its model in ``provenance``)."""
-    return "surrogate" not in result.provenance
 
 
 @dataclass(frozen=True)
@@ -234,7 +230,7 @@ class BenchResearch:
     def __init__(self, table: BenchTable) -> None:
         self.table = table
         self.by_choices: dict[Choices, EvalResult] = {
-            choices: result for choices, result in table.in_space().items() if measured(result)
+            choices: result for choices, result in table.in_space().items() if not is_predicted(result)
         }
         self.candidates = table.space.num_valid()
         if not self.by_choices:
@@ -321,7 +317,8 @@ class BenchResearch:
     def _points(self, pair: str, results: Sequence[EvalResult]) -> tuple[list[EvalResult], np.ndarray]:
         """The measured ``ok`` results that carry both objectives, and their minimisation-form values."""
         axes = get_pair(pair)
-        kept = [r for r in results if r.status == "ok" and measured(r) and all(a.read(r) is not None for a in axes)]
+        usable = [r for r in results if r.status == "ok" and not is_predicted(r)]
+        kept = [r for r in usable if all(a.read(r) is not None for a in axes)]
         points = np.array([[a.sign * a.read(r) for a in axes] for r in kept], dtype=float).reshape(len(kept), 2)
         return kept, points
 

@@ -27,7 +27,7 @@ import sklearn
 from scipy.stats import kendalltau
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesRegressor
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import OneHotEncoder
 
 from distilsearch.envs.evaluators import TableEvaluator
@@ -290,9 +290,18 @@ class SurrogateQuality:
         return "\n".join(lines) + "\n"
 
 
+def student_group(candidate: Candidate) -> str:
+    """The candidate's hash with fp32 weights and seed 0: equal for rows that train the same student."""
+    spec = candidate.spec.model_copy(update={"weight_bits": 32}) if candidate.spec.weight_bits == 8 else candidate.spec
+    return candidate.model_copy(update={"spec": spec, "kd": candidate.kd.model_copy(update={"seed": 0})}).content_hash()
+
+
 def surrogate_quality(rows: Sequence[EvalResult], folds: int = 5, seed: int = 0) -> SurrogateQuality:
     """Held-out quality of the surrogate on the ``ok`` rows: every row is predicted by a surrogate fitted on the
-    other folds (``folds``-fold cross-validation, shuffled with ``seed``); see :class:`TargetQuality`."""
+    other folds (``folds``-fold cross-validation, shuffled with ``seed``); see :class:`TargetQuality`.
+
+    Rows of one student that differ only in deployment width (an int8 row and its fp32 twin share a training) or seed
+    stay in one fold (:func:`student_group`), so no held-out row has its twin in the training folds."""
     ok = _ok(rows)
     if folds < 2 or len(ok) < 2 * folds:
         raise ValueError(
@@ -300,7 +309,11 @@ def surrogate_quality(rows: Sequence[EvalResult], folds: int = 5, seed: int = 0)
         )
     truth = [_targets(row) for row in ok]
     held: dict[str, list[tuple[float, float, float]]] = {}  # target -> (prediction, training mean, measurement)
-    for train, test in KFold(folds, shuffle=True, random_state=seed).split(ok):
+    groups = [student_group(row.candidate) for row in ok]
+    students = len(set(groups))
+    if students < folds:
+        raise ValueError(f"{folds}-fold cross-validation needs at least {folds} distinct students, got {students}")
+    for train, test in GroupKFold(folds, shuffle=True, random_state=seed).split(ok, groups=groups):
         model = _Model([ok[i] for i in train], seed)
         means = {name: float(np.mean([truth[i][name] for i in train if name in truth[i]])) for name in model.forests}
         for i, guesses in zip(test, model.predict([ok[i].candidate for i in test]), strict=True):

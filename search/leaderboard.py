@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from distilsearch.envs.bench_research import BenchResearch, measured
+from distilsearch.envs.bench_research import BenchResearch
 from distilsearch.envs.bench_table import BENCH_TABLE, BenchTable
 from distilsearch.envs.evaluators import Evaluator, TableEvaluator
 from distilsearch.envs.fidelity import rung_ladder
 from distilsearch.envs.rewards import Reward, WeightedReward
-from distilsearch.envs.surrogate import SurrogateEvaluator
+from distilsearch.envs.surrogate import SurrogateEvaluator, is_predicted
 from distilsearch.kdlib.core.atomic import read_appended_lines
 from distilsearch.kdlib.core.hashing import sha256_json
 from distilsearch.search.agents import AGENTS, make_agent
@@ -267,7 +267,7 @@ def run_one(bench: Bench, agent: str, seed: int, budget: int, reward: Reward) ->
         spent += entry.cost
         volume = bench.research.hypervolume([e.result for e in entries[: index + 1]], PAIR)
         trace.append((spent / per_evaluation, volume))
-    answers = sum(not measured(entry.result) for entry in entries)
+    answers = sum(is_predicted(entry.result) for entry in entries)
     return Record(agent, seed, budget, settings_of(bench, agent, reward), trace, answers, seconds)
 
 

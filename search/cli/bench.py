@@ -103,6 +103,7 @@ def datasheet(
     """Write KD-Bench's datasheet (schema, units, build sessions and CPU hours, seed noise, ranges, surrogate quality,
     how to rebuild and cite) from the table alone."""
     from distilsearch.envs.bench_table import BENCH_TABLE, BenchTable, BenchTableError
+    from distilsearch.envs.surrogate import surrogate_quality
     from distilsearch.search.bench_datasheet import render_datasheet
 
     path = table if table is not None else BENCH_TABLE
@@ -111,7 +112,11 @@ def datasheet(
     except BenchTableError as error:
         fail(str(error))
     target = out if out is not None else path.with_name("DATASHEET.md")
-    target.write_text(render_datasheet(loaded), encoding="utf-8")
+    try:
+        quality = surrogate_quality(loaded.results()).to_markdown()
+    except ValueError as error:
+        quality = f"Not measured: {error}."
+    target.write_text(render_datasheet(loaded, surrogate_section=quality), encoding="utf-8")
     console.print(f"wrote {target}", highlight=False)
 
 

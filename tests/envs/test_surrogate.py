@@ -121,3 +121,17 @@ def test_quality_needs_enough_rows_for_its_folds() -> None:
         surrogate_quality(toy_results()[:9], folds=5)
     with pytest.raises(ValueError, match="folds >= 2"):
         surrogate_quality(toy_results(), folds=1)
+
+
+def test_cross_validation_keeps_twins_and_seeds_of_one_student_in_one_fold() -> None:
+    from distilsearch.envs.surrogate import student_group
+    from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+
+    spec = StudentSpec(num_layers=2, hidden_size=96, num_heads=12, ffn_size=384)
+    base = Candidate(spec=spec, kd=KDConfig(alpha=0.5))
+    int8 = base.model_copy(update={"spec": spec.model_copy(update={"weight_bits": 8})})
+    reseeded = base.model_copy(update={"kd": base.kd.model_copy(update={"seed": 1})})
+    ternary = base.model_copy(update={"spec": spec.model_copy(update={"weight_bits": 2})})
+    other = base.model_copy(update={"kd": base.kd.model_copy(update={"alpha": 0.9})})
+    assert student_group(base) == student_group(int8) == student_group(reseeded)
+    assert len({student_group(base), student_group(ternary), student_group(other)}) == 3
