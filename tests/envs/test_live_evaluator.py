@@ -152,7 +152,7 @@ def test_env_checkers_pass_on_the_live_backend(toy: tuple[Teacher, TaskData], tm
     )
     evaluator = live(toy, fidelity="full", store=EvaluationStore(tmp_path / "store.sqlite"))
     settings = {"evaluator": evaluator, "space": space, "reward": WeightedReward(0.5, 0.2, 0.3, point=(1, 16))}
-    for env_id in envs.ENV_IDS:
+    for env_id in sorted(set(envs.ENV_IDS) - envs.VECTOR_REWARD_IDS):  # SB3's checker takes scalar rewards only
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             gym_check_env(gym.make(env_id, render_mode="ansi", **settings).unwrapped)

@@ -22,6 +22,10 @@ from distilsearch.kdlib.data.tokenization import tokenize_task
 from distilsearch.kdlib.students.specs import KDConfig
 
 GOLDEN = Path(__file__).parent / "distiller_golden.json"
+ROUNDING_ONLY = ".attention.self.key.bias"
+"""Softmax ignores a shift shared by a query's scores, so the key biases get no gradient: what moves them is float
+rounding, which Adam scales up to step size and which differs between CPUs (their sums flipped sign on an AMD EPYC
+while every other tensor matched). They are not compared."""
 BASE = {"max_steps": 6, "batch_size": 8, "lr": 1e-3, "seed": 3}
 RECIPES: dict[str, dict[str, object]] = {
     "logits": {"alpha": 0.3, "temperature": 3.0},
@@ -114,4 +118,6 @@ def test_recipe_trains_the_recorded_student(
     }
     assert actual["weights"].keys() == expected["weights"].keys()
     for name, value in expected["weights"].items():
+        if name.endswith(ROUNDING_ONLY):
+            continue
         assert actual["weights"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
