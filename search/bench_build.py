@@ -1,11 +1,12 @@
 """Build KD-Bench: evaluate every candidate of the bench space live and write the shipped table, resumably.
 
 :func:`build_plan` orders the work: the space's trainings (a candidate and its int8 twin share one) in a seeded random
-order, so a partial table is a uniform sample of the space, then :data:`NOISE_TRAININGS` of them again with seed
-:data:`NOISE_SEED`. :func:`build_bench` evaluates what the table at ``path`` does not hold yet and rewrites the table
-(atomically) after every result, so an interrupted build, on this machine or on a fresh clone holding the committed
-table, continues where the file stops. Each run of the builder adds a session (host, CPU, rows added, CPU and wall
-seconds) to the table's build record.
+order, so a partial table is a uniform sample of the space; the first :data:`NOISE_TRAININGS` of them are run again
+with seed :data:`NOISE_SEED` right after they are done, so a partial table already measures its seed noise.
+:func:`build_bench` evaluates what the table at ``path`` does not hold yet and rewrites the table (atomically) after
+every result, so an interrupted build, on this machine or on a fresh clone holding the committed table, continues
+where the file stops. Each run of the builder adds a session (host, CPU, rows added, CPU and wall seconds) to the
+table's build record.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def training_key(candidate: Candidate) -> str:
 def build_plan(
     space: SearchSpace, noise_trainings: int = NOISE_TRAININGS, seed: int = PLAN_SEED, noise_seed: int = NOISE_SEED
 ) -> list[Candidate]:
-    """Every candidate of ``space``, twins adjacent (fp32 first) in a seeded random order of trainings, then the
-    first ``noise_trainings`` trainings of that order again with ``noise_seed``."""
+    """Every candidate of ``space``, twins adjacent (fp32 first) in a seeded random order of trainings; the first
+    ``noise_trainings`` trainings of that order are followed by the same trainings again with ``noise_seed``, then
+    come the rest."""
     groups: dict[str, list[Candidate]] = {}
     for choices in space.enumerate_valid():
         candidate = space.decode(choices)
@@ -60,7 +62,8 @@ def build_plan(
         for group in ordered[:noise_trainings]
         for candidate in group
     ]
-    return primary + noise
+    first = sum(len(group) for group in ordered[:noise_trainings])
+    return primary[:first] + noise + primary[first:]
 
 
 @dataclass(frozen=True)

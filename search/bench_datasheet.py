@@ -174,7 +174,7 @@ def render_datasheet(table: BenchTable, surrogate_section: str | None = None) ->
         "deployments. Latency: median of 15 runs after 3 warm-ups, one thread, at 1 x 64 and 32 x 128 tokens; the "
         "teacher is timed in the same process right before each new student, and each row records the machine's "
         "load average (`provenance.load_average`). The plan visits trainings in a seeded random order, so a partial "
-        "table is a uniform sample of the space, then re-runs 30 trainings with seed 1.",
+        "table is a uniform sample of the space; its first 30 trainings are re-run with seed 1 right after them.",
         "",
         *_table(["session started", "CPU", "rows added", "CPU hours", "wall hours"], sessions),
         "",

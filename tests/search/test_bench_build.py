@@ -45,9 +45,9 @@ def test_the_bench_space_has_240_candidates_from_120_trainings() -> None:
     space = bench_space()
     assert space.num_valid() == 240 == len(list(space.enumerate_valid()))
     plan = build_plan(space)
-    primary, noise = plan[:240], plan[240:]
-    assert len({training_key(c) for c in primary}) == 120
-    assert len(noise) == 60 and {c.kd.seed for c in noise} == {1}
+    primary = [c for c in plan if c.kd.seed == 0]
+    assert len(primary) == 240 and len({training_key(c) for c in primary}) == 120
+    assert len(plan) == 300 and {c.kd.seed for c in plan[60:120]} == {1}
     assert set(BENCH_DIMENSIONS) <= set(space.names)
 
 
@@ -59,7 +59,9 @@ def test_plan_keeps_twins_adjacent_fp32_first_and_is_seeded() -> None:
         assert training_key(fp32) == training_key(int8)
     assert [c.content_hash() for c in plan] == [c.content_hash() for c in build_plan(space, noise_trainings=3)]
     assert plan[:6] != build_plan(space, noise_trainings=3, seed=1)[:6]
-    assert [training_key(c) for c in plan[-6::2]] != [training_key(c) for c in plan[:6:2]]
+    noise = plan[6:12]
+    assert {c.kd.seed for c in noise} == {1} and {c.kd.seed for c in plan[:6] + plan[12:]} == {0}
+    assert [c.model_copy(update={"kd": c.kd.model_copy(update={"seed": 0})}) for c in noise] == plan[:6]
     with pytest.raises(ValueError, match="noise_trainings=121 must be between 0 and the 120 trainings"):
         build_plan(space, noise_trainings=121)
 
@@ -124,7 +126,7 @@ def test_datasheet_reports_counts_hash_noise_and_sessions(toy, tmp_path: Path) -
     space = tiny_space(toy[0])
     plan = build_plan(space, noise_trainings=1)
     path = tmp_path / "bench.parquet"
-    build_bench(live(toy), space, path, plan=plan[:4])
+    build_bench(live(toy), space, path, plan=[c for c in plan if c.kd.seed == 0][:4])
     incomplete = render_datasheet(BenchTable.load(path))
     assert f"**incomplete: 4 of {space.num_valid()} candidates**" in incomplete
     build_bench(live(toy), space, path, plan=plan)
