@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from distilsearch.envs.surrogate import is_predicted
 from distilsearch.kdlib.students.candidate import EvalResult
 from distilsearch.search.pareto import frontier, get_objective, majority_value, usable
 
@@ -47,20 +48,15 @@ def _save(figure: Figure, axes: Axes, path: str | Path, empty: bool, empty_text:
     return path
 
 
-def plot_frontier(
+def frontier_figure(
     runs: Mapping[str, Sequence[EvalResult]],
-    path: str | Path,
     teacher: tuple[float, float] | None = None,
     x: str = "latency",
     y: str = "accuracy",
     title: str | None = None,
-) -> Path:
-    """Write a PNG of every run's evaluations in the ``x``-``y`` objective plane and return its path.
-
-    All usable evaluations are faint dots; each run's 2-D frontier over (``x``, ``y``) is drawn as bold points
-    joined by the staircase it dominates, one colour per run. ``teacher`` (natural ``(x, y)`` units) is a star. An
-    accuracy axis marks the majority-label rate recorded in the results (students at or below it are not usable).
-    """
+) -> tuple[Figure, Axes, bool]:
+    """Draw every run's evaluations in the ``x``-``y`` objective plane (see :func:`plot_frontier`); return the figure,
+    its axes and whether nothing was drawn."""
     x_objective, y_objective = get_objective(x), get_objective(y)
     if x_objective.name == y_objective.name:
         raise ValueError(f"x={x!r} and y={y!r} must be different objectives")
@@ -71,26 +67,38 @@ def plot_frontier(
         colour = _colour(index)
         points = usable(results, names)
         front = frontier(points, names)
-        axes.scatter(
-            [x_objective.read(r) for r in points],
-            [y_objective.read(r) for r in points],
-            s=16,
-            color=colour,
-            alpha=0.25,
-            linewidths=0,
-        )
+        for predicted in (False, True):
+            shown = [r for r in points if is_predicted(r) == predicted]
+            axes.scatter(
+                [x_objective.read(r) for r in shown],
+                [y_objective.read(r) for r in shown],
+                s=16,
+                facecolors="none" if predicted else colour,
+                edgecolors=colour if predicted else "none",
+                alpha=0.5 if predicted else 0.25,
+                linewidths=0.8 if predicted else 0,
+            )
         front_x, front_y = [x_objective.read(r) for r in front], [y_objective.read(r) for r in front]
         axes.step(front_x, front_y, where="post", color=colour, linewidth=1.5)
-        axes.scatter(
-            front_x,
-            front_y,
-            s=42,
-            color=colour,
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=3,
-            label=f"{run}: {len(front)} on the frontier of {len(points)}",
-        )
+        predicted_front = [r for r in front if is_predicted(r)]
+        measured_front = [r for r in front if not is_predicted(r)]
+        label = f"{run}: {len(front)} on the frontier of {len(points)}"
+        if predicted_front or any(is_predicted(r) for r in points):
+            label += f" ({sum(map(is_predicted, points))} predicted (surrogate), hollow)"
+        for shown, predicted in ((measured_front, False), (predicted_front, True)):
+            if not shown:
+                continue
+            axes.scatter(
+                [x_objective.read(r) for r in shown],
+                [y_objective.read(r) for r in shown],
+                s=42,
+                facecolors="white" if predicted else colour,
+                edgecolors=colour if predicted else "black",
+                linewidths=1.2 if predicted else 0.6,
+                zorder=3,
+                label=label,
+            )
+            label = None
         plotted += len(points)
     if teacher is not None:
         axes.scatter(*teacher, marker="*", s=260, color="gold", edgecolors="black", zorder=4, label="teacher")
@@ -102,7 +110,26 @@ def plot_frontier(
     axes.set_xlabel(_axis_label(x_objective.name))
     axes.set_ylabel(_axis_label(y_objective.name))
     axes.set_title(title or f"Pareto frontier: {y_objective.name} vs {x_objective.name}")
-    return _save(figure, axes, path, plotted == 0 and teacher is None, "no usable evaluations")
+    return figure, axes, plotted == 0 and teacher is None
+
+
+def plot_frontier(
+    runs: Mapping[str, Sequence[EvalResult]],
+    path: str | Path,
+    teacher: tuple[float, float] | None = None,
+    x: str = "latency",
+    y: str = "accuracy",
+    title: str | None = None,
+) -> Path:
+    """Write a PNG of every run's evaluations in the ``x``-``y`` objective plane and return its path.
+
+    All usable evaluations are faint dots; each run's 2-D frontier over (``x``, ``y``) is drawn as bold points
+    joined by the staircase it dominates, one colour per run. A surrogate's predictions are hollow and counted as
+    "predicted (surrogate)" in the run's legend entry. ``teacher`` (natural ``(x, y)`` units) is a star. An accuracy
+    axis marks the majority-label rate recorded in the results (students at or below it are not usable).
+    """
+    figure, axes, empty = frontier_figure(runs, teacher, x, y, title)
+    return _save(figure, axes, path, empty, "no usable evaluations")
 
 
 def plot_hypervolume(traces: Mapping[str, Sequence[float]], path: str | Path, title: str | None = None) -> Path:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.image import imread
 
+from distilsearch.envs.surrogate import SURROGATE_KEY
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult, LatencyPoint
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 from distilsearch.search.pareto import (
@@ -26,7 +27,7 @@ from distilsearch.search.pareto import (
     teacher_value,
     usable,
 )
-from distilsearch.search.plots import plot_frontier, plot_hypervolume
+from distilsearch.search.plots import frontier_figure, plot_frontier, plot_hypervolume
 
 TEACHER_MS = 10.0
 
@@ -435,6 +436,22 @@ def test_plot_frontier_writes_a_png(tmp_path: Path) -> None:
     assert image[..., :3].std() > 0.05  # something besides the white background was drawn
     with pytest.raises(ValueError, match="different objectives"):
         plot_frontier(runs, tmp_path / "same.png", x="latency@1x64", y="latency")
+
+
+def test_plot_frontier_marks_surrogate_predictions_hollow_and_says_so(tmp_path: Path) -> None:
+    measured = [result(0.6, 1.0, seed=1), result(0.9, 5.0, seed=2)]
+    predicted = [
+        r.model_copy(update={"provenance": r.provenance | {SURROGATE_KEY: {"model": "ExtraTreesRegressor"}}})
+        for r in (result(0.8, 2.0, seed=3), result(0.5, 3.0, seed=4))
+    ]
+    _, axes, empty = frontier_figure({"surrogate": measured + predicted, "live": measured})
+    labels = axes.get_legend_handles_labels()[1]
+    assert not empty
+    assert "surrogate: 3 on the frontier of 4 (2 predicted (surrogate), hollow)" in labels
+    assert "live: 2 on the frontier of 2" in labels
+    hollow = [c for c in axes.collections if len(c.get_offsets()) and not c.get_facecolors().any()]
+    assert sorted(tuple(p) for c in hollow for p in c.get_offsets()) == [(2.0, 0.8), (3.0, 0.5)]
+    check_png(plot_frontier({"surrogate": measured + predicted}, tmp_path / "frontier.png"))
 
 
 def test_plots_of_empty_runs_still_write(tmp_path: Path) -> None:
