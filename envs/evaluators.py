@@ -103,6 +103,16 @@ class BatchEvaluator(Evaluator, Protocol):
 
 
 @runtime_checkable
+class GroupBatchEvaluator(BatchEvaluator, Protocol):
+    """A :class:`BatchEvaluator` that can keep candidates together: each group runs in order on one worker, so its
+    later members can reuse what the first trained (e.g. an int8 twin measured from its fp32 twin's weights)."""
+
+    def evaluate_groups(self, groups: Sequence[Sequence[Candidate]]) -> list[list[EvalResult]]:
+        """Evaluate each group in order on one worker, the groups in parallel; results group by group."""
+        ...
+
+
+@runtime_checkable
 class MultiFidelityEvaluator(Evaluator, Protocol):
     """An evaluator that trains a candidate at any of several budgets and prices each in training steps."""
 

@@ -132,6 +132,7 @@ class WorkerSettings:
     progress: bool
     threads: int
     setup: Callable[[], object] | None
+    remeasure_teacher_latency: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class EvaluationWorker:
             students_dir=settings.students_dir,
             latency=settings.latency,
             progress=settings.progress,
+            remeasure_teacher_latency=settings.remeasure_teacher_latency,
         )
 
     def identity(self) -> WorkerIdentity:
@@ -168,13 +170,15 @@ class EvaluationWorker:
         live = self.evaluator
         return WorkerIdentity(live.task, live.teacher_key, live.train_size)
 
-    def evaluate(self, candidate: Candidate, fidelity: Fidelity | None = None) -> tuple[EvalResult, int, int]:
-        """The result at ``fidelity`` (None: the worker's level), and how much it added to the evaluator's
-        ``distillations`` and ``reused`` counters."""
+    def evaluate_group(
+        self, candidates: Sequence[Candidate], fidelity: Fidelity | None = None
+    ) -> tuple[list[EvalResult], int, int]:
+        """The results of ``candidates``, evaluated in order at ``fidelity`` (None: the worker's level), and how much
+        they added to the evaluator's ``distillations`` and ``reused`` counters."""
         live = self.evaluator
         before = (live.distillations, live.reused)
-        result = live.evaluate(candidate, fidelity)
-        return result, live.distillations - before[0], live.reused - before[1]
+        results = [live.evaluate(candidate, fidelity) for candidate in candidates]
+        return results, live.distillations - before[0], live.reused - before[1]
 
 
 @dataclass
@@ -186,8 +190,7 @@ class _Slot:
 @dataclass(frozen=True)
 class _Job:
     slot: _Slot
-    key: str
-    candidate: Candidate
+    members: tuple[tuple[str, Candidate], ...]
     deadline: float | None
     level: Fidelity
 
@@ -218,8 +221,9 @@ class RayEvaluator:
     ``num_cpus_per_eval`` / ``num_gpus_per_eval`` are each worker's Ray resources (its torch thread count is the
     whole CPUs); ``object_store_bytes`` sizes a local Ray's object store (results are small). ``eval_timeout_s``
     bounds one evaluation (None: no bound), ``startup_timeout_s`` a worker's start (loading, or first fine-tuning,
-    the teacher). ``store_path`` defaults to ``<run_dir>/store.sqlite``; ``distillations``, ``reused`` and
-    ``worker_failures`` count over the pool. Not thread-safe: call from one thread.
+    the teacher). ``remeasure_teacher_latency`` is each worker's LiveEvaluator option. ``store_path`` defaults to
+    ``<run_dir>/store.sqlite``; ``distillations``, ``reused`` and ``worker_failures`` count over the pool. Not
+    thread-safe: call from one thread.
     """
 
     def __init__(
@@ -247,6 +251,7 @@ class RayEvaluator:
         eval_timeout_s: float | None = 6 * 3600.0,
         startup_timeout_s: float = 1800.0,
         max_worker_restarts: int = 3,
+        remeasure_teacher_latency: bool = False,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"num_workers={num_workers!r} must be a positive int")
@@ -289,6 +294,7 @@ class RayEvaluator:
             progress=progress,
             threads=max(1, int(num_cpus_per_eval)),
             setup=setup,
+            remeasure_teacher_latency=remeasure_teacher_latency,
         )
         self._started_ray = False
         try:
@@ -416,18 +422,48 @@ class RayEvaluator:
         self, requests: Sequence[tuple[Candidate, str | Fidelity | None]], *, timeout_s: float | None = None
     ) -> list[EvalResult]:
         """:meth:`evaluate_many` for requests at mixed fidelities (e.g. jobs on several rungs), all in one pool."""
+        groups: dict[str, tuple[tuple[str, Candidate], ...]] = {}
+        levels: dict[str, Fidelity] = {}
+        keys = []
+        for candidate, fidelity in requests:
+            key, trained, level = self._prepared(candidate, fidelity)
+            keys.append(key)
+            groups.setdefault(key, ((key, trained),))
+            levels.setdefault(key, level)
+        results = self._evaluate_jobs([(groups[key], levels[key]) for key in groups], timeout_s)
+        return [results[key] for key in keys]
+
+    def evaluate_groups(
+        self,
+        groups: Sequence[Sequence[Candidate]],
+        fidelity: str | Fidelity | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> list[list[EvalResult]]:
+        """Evaluate each group's candidates in order on one worker, the groups in parallel across the workers; the
+        results group by group, in input order. A group's later members can reuse what its first trained (an int8
+        twin measured from its fp32 twin's training, see :class:`~distilsearch.kdlib.student_evaluator.
+        StudentEvaluator`). ``timeout_s`` (else ``eval_timeout_s``) bounds each member of a group."""
+        prepared = [[self._prepared(candidate, fidelity) for candidate in group] for group in groups]
+        jobs = [(tuple((k, c) for k, c, _ in members), members[0][2]) for members in prepared if members]
+        results = self._evaluate_jobs(jobs, timeout_s)
+        return [[results[key] for key, _, _ in members] for members in prepared]
+
+    def _prepared(self, candidate: Candidate, fidelity: str | Fidelity | None) -> tuple[str, Candidate, Fidelity]:
+        """The store key, the candidate as trained at ``fidelity`` (None: this evaluator's level) and that level."""
+        level = self.fidelity_level if fidelity is None else get_fidelity(fidelity)
+        trained = apply_fidelity(candidate, level, train_size=self.train_size)
+        return evaluation_key(trained, self.task, self.teacher_key, level.name), trained, level
+
+    def _evaluate_jobs(
+        self, jobs: Sequence[tuple[tuple[tuple[str, Candidate], ...], Fidelity]], timeout_s: float | None
+    ) -> dict[str, EvalResult]:
+        """Run each job (its members in order on one worker) across the pool; every member's result by its key."""
         if self._closed:
             raise RuntimeError("this RayEvaluator was shut down")
         _check_positive("timeout_s", timeout_s, allow_none=True)
         timeout = timeout_s if timeout_s is not None else self.eval_timeout_s
-        jobs: dict[str, tuple[Candidate, Fidelity]] = {}
-        keys = []
-        for candidate, fidelity in requests:
-            level = self.fidelity_level if fidelity is None else get_fidelity(fidelity)
-            trained = apply_fidelity(candidate, level, train_size=self.train_size)
-            keys.append(evaluation_key(trained, self.task, self.teacher_key, level.name))
-            jobs.setdefault(keys[-1], (trained, level))
-        queue = deque(jobs.items())
+        queue = deque(jobs)
         idle = deque(self._slots)
         running: dict[Any, _Job] = {}
         results: dict[str, EvalResult] = {}
@@ -436,11 +472,11 @@ class RayEvaluator:
         finally:
             for job in running.values():
                 self._restart(job.slot)
-        return [results[key] for key in keys]
+        return results
 
     def _run(
         self,
-        queue: deque[tuple[str, tuple[Candidate, Fidelity]]],
+        queue: deque[tuple[tuple[tuple[str, Candidate], ...], Fidelity]],
         idle: deque[_Slot],
         running: dict[Any, _Job],
         results: dict[str, EvalResult],
@@ -450,14 +486,16 @@ class RayEvaluator:
         while queue or running:
             while queue and idle:
                 slot = idle.popleft()
-                key, (candidate, level) = queue.popleft()
+                members, level = queue.popleft()
                 deadline = None
                 if timeout is not None:
-                    deadline = time.monotonic() + timeout + (0.0 if slot.ready else self.startup_timeout_s)
-                running[slot.actor.evaluate.remote(candidate, level)] = _Job(slot, key, candidate, deadline, level)
+                    startup = 0.0 if slot.ready else self.startup_timeout_s
+                    deadline = time.monotonic() + timeout * len(members) + startup
+                ref = slot.actor.evaluate_group.remote([candidate for _, candidate in members], level)
+                running[ref] = _Job(slot, members, deadline, level)
             if not running:
-                for key, (candidate, level) in queue:
-                    results[key] = self._failed(candidate, "no worker left: every worker died or timed out", level)
+                for members, level in queue:
+                    self._fail_all(members, "no worker left: every worker died or timed out", level, results)
                 break
             ready, _ = ray.wait(list(running), num_returns=1, timeout=self._wait_seconds(running.values()))
             for ref in ready:
@@ -467,8 +505,18 @@ class RayEvaluator:
                 if job.deadline is not None and now > job.deadline:
                     del running[ref]
                     reason = f"evaluation timed out after {timeout:g} s; its worker was stopped"
-                    results[job.key] = self._failed(job.candidate, reason, job.level)
+                    self._fail_all(job.members, reason, job.level, results)
                     self._replace(job.slot, idle)
+
+    def _fail_all(
+        self,
+        members: Sequence[tuple[str, Candidate]],
+        reason: str,
+        level: Fidelity,
+        results: dict[str, EvalResult],
+    ) -> None:
+        for key, candidate in members:
+            results[key] = self._failed(candidate, reason, level)
 
     @staticmethod
     def _wait_seconds(jobs: Any) -> float:
@@ -479,19 +527,17 @@ class RayEvaluator:
 
     def _collect(self, ref: Any, job: _Job, results: dict[str, EvalResult], idle: deque[_Slot]) -> None:
         try:
-            result, distilled, reused = ray.get(ref, timeout=self.startup_timeout_s)
+            done, distilled, reused = ray.get(ref, timeout=self.startup_timeout_s)
         except RayTaskError as error:
             cause = error.cause if error.cause is not None else error
-            results[job.key] = self._failed(
-                job.candidate, f"the worker raised {type(cause).__name__}: {cause}", job.level
-            )
+            self._fail_all(job.members, f"the worker raised {type(cause).__name__}: {cause}", job.level, results)
             idle.append(job.slot)
         except RayError as error:
-            results[job.key] = self._failed(job.candidate, f"the worker died: {_one_line(error)}", job.level)
+            self._fail_all(job.members, f"the worker died: {_one_line(error)}", job.level, results)
             self._replace(job.slot, idle)
         else:
             job.slot.ready = True
-            results[job.key] = result
+            results.update((key, result) for (key, _), result in zip(job.members, done, strict=True))
             self.distillations += distilled
             self.reused += reused
             idle.append(job.slot)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from distilsearch.envs.bench_table import BenchTable, write_bench_table
-from distilsearch.envs.evaluators import BatchEvaluator, Evaluator, parallelism_of
+from distilsearch.envs.evaluators import BatchEvaluator, Evaluator, GroupBatchEvaluator, parallelism_of
 from distilsearch.envs.space import SearchSpace
 from distilsearch.kdlib.core.versions import runtime_versions
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
@@ -114,6 +114,34 @@ def _annotated(result: EvalResult, machine: dict[str, Any]) -> EvalResult:
     return result.model_copy(update={"provenance": result.provenance | {"hardware": machine, "load_average": load}})
 
 
+def _trainings(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
+    """``candidates`` cut into runs of consecutive candidates that share one training (twins; a seed is its own)."""
+    groups: list[list[Candidate]] = []
+    for candidate in candidates:
+        key = (training_key(candidate), candidate.kd.seed)
+        if groups and (training_key(groups[-1][0]), groups[-1][0].kd.seed) == key:
+            groups[-1].append(candidate)
+        else:
+            groups.append([candidate])
+    return groups
+
+
+def _chunks(todo: Sequence[Candidate], evaluator: Evaluator) -> list[list[Candidate]]:
+    """The candidates evaluated together: as many whole trainings as the evaluator runs at once."""
+    step = parallelism_of(evaluator)
+    trainings = _trainings(todo)
+    return [[c for group in trainings[start : start + step] for c in group] for start in range(0, len(trainings), step)]
+
+
+def _evaluate_chunk(evaluator: Evaluator, chunk: list[Candidate]) -> list[EvalResult]:
+    """Evaluate ``chunk``: twins on one worker, in order, where the evaluator can keep them together."""
+    if isinstance(evaluator, GroupBatchEvaluator):
+        return [result for group in evaluator.evaluate_groups(_trainings(chunk)) for result in group]
+    if isinstance(evaluator, BatchEvaluator) and len(chunk) > 1:
+        return evaluator.evaluate_many(chunk)
+    return [evaluator.evaluate(candidate) for candidate in chunk]
+
+
 def build_bench(
     evaluator: Evaluator,
     space: SearchSpace,
@@ -126,7 +154,8 @@ def build_bench(
     """Evaluate the candidates of ``plan`` (default :func:`build_plan`) that the table at ``path`` lacks, rewriting
     the table after each result; at most ``max_new`` new rows in this run. ``evaluator`` must evaluate at the
     ``full`` level (each candidate's own budget); a :class:`BatchEvaluator` (e.g. a RayEvaluator) gets as many
-    candidates at once as it runs in parallel. ``on_result(result, done, total)`` is called after each stored row.
+    trainings at once as it runs in parallel, a twin beside its fp32 twin on one worker where it is a
+    :class:`GroupBatchEvaluator`. ``on_result(result, done, total)`` is called after each stored row.
     """
     if evaluator.fidelity != BENCH_FIDELITY:
         raise ValueError(f"a bench is built at the {BENCH_FIDELITY!r} level, not {evaluator.fidelity!r}")
@@ -155,13 +184,8 @@ def build_bench(
     previous = list(build.get("sessions", []))
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     total = len(done) + len(todo)
-    step = parallelism_of(evaluator)
-    for start in range(0, len(todo), step):
-        chunk = todo[start : start + step]
-        if isinstance(evaluator, BatchEvaluator) and len(chunk) > 1:
-            results = evaluator.evaluate_many(chunk)
-        else:
-            results = [evaluator.evaluate(candidate) for candidate in chunk]
+    for chunk in _chunks(todo, evaluator):
+        results = _evaluate_chunk(evaluator, chunk)
         for planned, result in zip(chunk, results, strict=True):
             if result.candidate.content_hash() != planned.content_hash():
                 raise RuntimeError(
@@ -186,8 +210,8 @@ def build_bench(
             build=build,
         )
         if on_result is not None:
-            for result in results:
-                on_result(result, len(rows), total)
+            for stored, result in enumerate(results, start=len(rows) - len(results) + 1):
+                on_result(result, stored, total)
     stored = {row.candidate.content_hash() for row in rows}
     remaining = sum(candidate.content_hash() not in stored for candidate in plan)
     return BuildReport(

@@ -64,7 +64,12 @@ def build(
         from distilsearch.envs.ray_evaluator import RayEvaluator
 
         evaluator = RayEvaluator(
-            BENCH_TASK, num_workers=workers, run_dir=cache_dir("bench-build"), fidelity=BENCH_FIDELITY, device=device
+            BENCH_TASK,
+            num_workers=workers,
+            run_dir=cache_dir("bench-build"),
+            fidelity=BENCH_FIDELITY,
+            device=device,
+            remeasure_teacher_latency=True,
         )
 
     def report(result, done: int, total: int) -> None:
