@@ -42,7 +42,8 @@ class LiveEvaluator:
     :func:`~distilsearch.envs.fidelity.rung`), and
     :meth:`cost_steps` prices a request in training steps.
     ``remeasure_teacher_latency`` times the teacher again beside each new student (see
-    :class:`~distilsearch.kdlib.student_evaluator.StudentEvaluator`).
+    :class:`~distilsearch.kdlib.student_evaluator.StudentEvaluator`). ``retry_failed`` evaluates a candidate whose
+    stored result is ``failed`` again, once per evaluator, and replaces that result.
     ``distillations`` counts candidates trained here; ``reused`` counts results taken from the store (or memory)
     instead; invalid candidates count in neither, as they are rejected before training.
     """
@@ -63,6 +64,7 @@ class LiveEvaluator:
         progress: bool = True,
         lease_seconds: float = 60.0,
         remeasure_teacher_latency: bool = False,
+        retry_failed: bool = False,
     ) -> None:
         self.fidelity_level = get_fidelity(fidelity)
         self.fidelity = self.fidelity_level.name
@@ -89,6 +91,8 @@ class LiveEvaluator:
         self.store = store
         self.students_dir = Path(students_dir) if students_dir is not None else None
         self.lease_seconds = lease_seconds
+        self.retry_failed = retry_failed
+        self._retried: set[str] = set()
         self.distillations = 0
         self.reused = 0
         self._memory: dict[str, EvalResult] = {}
@@ -141,6 +145,8 @@ class LiveEvaluator:
             if result is None:
                 result = self._memory[key] = distil()
         else:
+            retry = self.retry_failed and key not in self._retried
+            self._retried.add(key)
             result = self.store.get_or_evaluate(
                 key,
                 distil,
@@ -148,6 +154,7 @@ class LiveEvaluator:
                 teacher_key=self.teacher_key,
                 fidelity=level.name,
                 lease_seconds=self.lease_seconds,
+                retry_failed=retry,
             )
         if not ran:
             self.reused += 1

@@ -1,8 +1,15 @@
-"""Parallel live evaluation on Ray: a pool of actors, each holding one :class:`~distilsearch.envs.live.LiveEvaluator`.
+"""Parallel live evaluation on Ray: a pool of actors on any node of a cluster, the driver as the one writer.
 
-:class:`RayEvaluator` starts a private local Ray (or connects to ``address``), starts ``num_workers`` actors that each
-load the teacher and the task once, and spreads candidates over them. Every worker writes to the same SQLite
-:class:`~distilsearch.envs.store.EvaluationStore`, whose leases keep two workers from distilling the same candidate.
+:class:`RayEvaluator` starts a private local Ray (or connects to ``address``), builds the teacher and loads the task
+once in the driver, and sends both to ``num_workers`` actors through Ray's object store: the teacher's files with
+their sha256 (:mod:`~distilsearch.kdlib.training.teacher_package`; a worker whose files hash otherwise is refused,
+and no worker ever fine-tunes a teacher of its own) and the task's sets, held in memory. Each worker keeps one
+:class:`~distilsearch.envs.live.LiveEvaluator` without a store and returns every result, with the student's folder as
+bytes when ``students_dir`` is given. The driver alone writes: the SQLite
+:class:`~distilsearch.envs.store.EvaluationStore` (``store_path``), the students under ``students_dir`` and, through
+its caller, the run's ledger. It knows what is in flight, so no candidate is handed to two workers, and workers need
+no shared file system, no ``DISTILSEARCH_HOME`` of the driver and no access to the run folder: they may run on any
+node.
 
 Local Ray settings: CPUs = ``num_workers * num_cpus_per_eval`` (GPUs: none unless ``num_gpus_per_eval > 0``), the
 node's address 127.0.0.1 (:func:`init_local_ray`: every Ray server listens on the loopback interface only, always
@@ -16,44 +23,53 @@ run folder. Token authentication is left to Ray: since 2.59 a new local cluster 
 ``~/.ray/auth_token``) unless ``RAY_AUTH_MODE`` says otherwise; it guards the loopback ports against other local
 users, and a warning is logged when ``RAY_AUTH_MODE=disabled``.
 
-One host only. WAL-mode SQLite needs every writer on one machine, and SQLite on NFS or other network file systems
-can corrupt the database or break its locks, so every worker is pinned to the driver's node (for a ``ray://``
-client, the node running the client server) even on a multi-node cluster, and ``store_path`` / ``students_dir``
-must be local to that node. Using several machines would need a client-server store; that is not provided.
-
-Failures never hang the caller: a worker that dies (crash, OOM kill) or runs past ``eval_timeout_s`` turns its
-candidate into a ``failed`` result naming the reason (not stored, so a later run retries it) and is replaced, up to
-``max_worker_restarts`` times in all; candidates left when no worker remains fail the same way.
+Failures never hang the caller and nothing is lost. A worker that dies mid-evaluation (a crash, an OOM kill, a lost
+node, SIGKILL) is replaced and its candidate handed to a worker again, up to ``max_retries`` times; then, like a
+training that failed (NaN loss, CUDA OOM, an exception) or ran past ``eval_timeout_s``, the candidate's result is
+``failed`` with its cause, and it is stored like any other result: a resumed search answers it from the store and
+the ledger, and re-runs it only when asked to (``retry_failed``, ``distilsearch search --retry-failed``). Workers
+are replaced up to ``max_worker_restarts`` times in all; candidates left when no worker remains fail the same way.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
 import shutil
+import socket
+import tarfile
 import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 import ray._private.ray_constants as ray_constants
 import torch
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from distilsearch.envs.fidelity import Fidelity, apply_fidelity, fidelity_steps, get_fidelity
 from distilsearch.envs.live import LiveEvaluator
 from distilsearch.envs.store import STORE_FILE, EvaluationStore, evaluation_key
+from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.data.user_data import DataSpec
 from distilsearch.kdlib.measure.latency import LatencyProtocol
 from distilsearch.kdlib.student_evaluator import DEFAULT_LATENCY
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult
 from distilsearch.kdlib.training.finetune import FineTuneRecipe
+from distilsearch.kdlib.training.teacher import Teacher
+from distilsearch.kdlib.training.teacher_folder import load_task_for_teacher, teacher_for
+from distilsearch.kdlib.training.teacher_package import (
+    TeacherMismatchError,
+    TeacherPackage,
+    pack_teacher,
+    unpack_teacher,
+)
 
 MAX_TEMP_DIR_BYTES = 40
 LOOPBACK = "127.0.0.1"
@@ -116,69 +132,133 @@ def init_local_ray(**options: Any) -> None:
         raise RuntimeError(f"the local Ray took the address {address}, not {LOOPBACK}; it was shut down")
 
 
+class WorkerEvaluator(Protocol):
+    """What a worker evaluates with: the part of :class:`~distilsearch.envs.live.LiveEvaluator` that workers use (a
+    benchmark of the orchestration plugs in its own through ``RayEvaluator(worker_evaluator=...)``)."""
+
+    distillations: int
+    reused: int
+
+    def evaluate(self, candidate: Candidate, fidelity: Fidelity | None = None) -> EvalResult:
+        """The result of ``candidate`` at ``fidelity`` (None: the evaluator's level)."""
+        ...
+
+
+MakeWorkerEvaluator = Callable[["WorkerSettings", Teacher, TaskData, Path | None], WorkerEvaluator]
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    """Everything a worker needs to build its LiveEvaluator (pickled to each actor)."""
+    """Everything a worker needs besides the teacher and the task (pickled to each actor)."""
 
-    task: str | DataSpec
     fidelity: Fidelity
-    store_path: Path
     device: str
-    teacher_recipe: FineTuneRecipe | None
-    base_dir: Path | None
-    teacher_dir: Path | None
-    students_dir: Path | None
     latency: LatencyProtocol
     progress: bool
     threads: int
-    setup: Callable[[], object] | None
+    keep_students: bool
+    setup: Callable[[], object] | None = None
     remeasure_teacher_latency: bool = False
+    make_evaluator: MakeWorkerEvaluator | None = None
+
+
+def live_worker_evaluator(
+    settings: WorkerSettings, teacher: Teacher, task: TaskData, students_dir: Path | None
+) -> LiveEvaluator:
+    """A worker's default evaluator: a storeless LiveEvaluator of the driver's teacher and task."""
+    return LiveEvaluator(
+        task,
+        teacher=teacher,
+        fidelity=settings.fidelity,
+        store=None,
+        device=settings.device,
+        students_dir=students_dir,
+        latency=settings.latency,
+        progress=settings.progress,
+        remeasure_teacher_latency=settings.remeasure_teacher_latency,
+    )
 
 
 @dataclass(frozen=True)
 class WorkerIdentity:
-    """What a started worker reports: the task and teacher it evaluates with, and the training-set size."""
+    """What a started worker reports: the task, teacher key and teacher files' hash it evaluates with, and where."""
 
     task: str
     teacher_key: str
-    train_size: int
+    teacher_files_sha256: str
+    node_id: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class WorkerReply:
+    """One evaluation's outcome on a worker: the result, how much it added to the worker's ``distillations`` and
+    ``reused`` counters, and the student's folder as a tar archive (when students are kept)."""
+
+    result: EvalResult
+    distilled: int
+    reused: int
+    student: bytes | None = None
+
+
+def archive_folder(folder: Path) -> bytes:
+    """``folder``'s files as an uncompressed tar archive (weights do not compress)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def extract_archive(data: bytes, folder: Path) -> None:
+    """Unpack an :func:`archive_folder` archive into ``folder`` (replaced), refusing links and paths that leave it."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as archive:
+        archive.extractall(folder, filter="data")
 
 
 class EvaluationWorker:
-    """The Ray actor body: one LiveEvaluator, built once, evaluating one candidate at a time."""
+    """The Ray actor body: the driver's teacher unpacked into a private folder, one storeless evaluator, one
+    candidate at a time."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, package: TeacherPackage, task: TaskData) -> None:
         if settings.setup is not None:
             settings.setup()
         torch.set_num_threads(settings.threads)
-        self.evaluator = LiveEvaluator(
-            settings.task,
-            fidelity=settings.fidelity,
-            store=EvaluationStore(settings.store_path),
-            device=settings.device,
-            teacher_recipe=settings.teacher_recipe,
-            base_dir=settings.base_dir,
-            teacher_dir=settings.teacher_dir,
-            students_dir=settings.students_dir,
-            latency=settings.latency,
-            progress=settings.progress,
-            remeasure_teacher_latency=settings.remeasure_teacher_latency,
-        )
+        self.folder = Path(tempfile.mkdtemp(prefix="kdsearch-worker-"))
+        self.teacher = unpack_teacher(package, self.folder / "teacher")
+        self.files_sha256 = package.files_sha256
+        self.students_dir = self.folder / "students" if settings.keep_students else None
+        make = settings.make_evaluator or live_worker_evaluator
+        self.evaluator = make(settings, self.teacher, task, self.students_dir)
+        self.task = task.name
 
     def identity(self) -> WorkerIdentity:
-        """This worker's task, teacher key and training-set size."""
-        live = self.evaluator
-        return WorkerIdentity(live.task, live.teacher_key, live.train_size)
+        """This worker's task, teacher key, teacher files' hash and place."""
+        node = ray.get_runtime_context().get_node_id()
+        return WorkerIdentity(self.task, self.teacher.key, self.files_sha256, node, socket.gethostname(), os.getpid())
 
-    def evaluate_group(
-        self, candidates: Sequence[Candidate], fidelity: Fidelity | None = None
-    ) -> tuple[list[EvalResult], int, int]:
-        """The results of ``candidates``, evaluated in order at ``fidelity`` (None: the worker's level), and how much
-        they added to the evaluator's ``distillations`` and ``reused`` counters."""
-        live = self.evaluator
-        before = (live.distillations, live.reused)
-        results = [live.evaluate(candidate, fidelity) for candidate in candidates]
-        return results, live.distillations - before[0], live.reused - before[1]
+    def evaluate_group(self, candidates: Sequence[Candidate], fidelity: Fidelity | None = None) -> list[WorkerReply]:
+        """Evaluate ``candidates`` in order at ``fidelity`` (None: the worker's level); each result's provenance
+        names the worker (``"worker"``: node, host, pid) and each reply carries its student's folder (then removed
+        here) when students are kept."""
+        place = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
+        replies = []
+        for candidate in candidates:
+            live = self.evaluator
+            before = (live.distillations, live.reused)
+            result = live.evaluate(candidate, fidelity)
+            result = result.model_copy(update={"provenance": result.provenance | {"worker": place}})
+            student = None
+            if self.students_dir is not None and result.student_path:
+                folder = Path(result.student_path)
+                if folder.is_dir() and folder.is_relative_to(self.students_dir):
+                    student = archive_folder(folder)
+                    shutil.rmtree(folder)
+            replies.append(WorkerReply(result, live.distillations - before[0], live.reused - before[1], student))
+        return replies
 
 
 @dataclass
@@ -187,12 +267,21 @@ class _Slot:
     ready: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Job:
-    slot: _Slot
+    """Candidates that run in order on one worker (twins; usually one), with the worker's deaths so far."""
+
     members: tuple[tuple[str, Candidate], ...]
-    deadline: float | None
     level: Fidelity
+    deaths: int = 0
+    causes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Running:
+    slot: _Slot
+    job: _Job
+    deadline: float | None
 
 
 def _one_line(error: BaseException) -> str:
@@ -202,33 +291,43 @@ def _one_line(error: BaseException) -> str:
 def _check_positive(name: str, value: float | None, *, allow_none: bool = False, allow_zero: bool = False) -> None:
     if value is None and allow_none:
         return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}={value!r} must be a finite number {bound}{' or None' if allow_none else ''}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{name}={value!r} must be a number")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}={value!r} must be an int >= 0")
 
 
 class RayEvaluator:
-    """Evaluates candidates on ``num_workers`` Ray actors sharing one evaluation store (see the module docstring).
+    """Evaluates candidates on ``num_workers`` Ray actors; the driver writes the store (see the module docstring).
 
-    ``task`` is a registered task name or the user's data (a ``DataSpec``); ``teacher_dir`` the user's fine-tuned
-    teacher folder (else the teacher is fine-tuned from ``base_dir`` with ``teacher_recipe``).
-    ``address``: None starts a private local Ray (stopped again by :meth:`shutdown`); ``"auto"`` or ``"ray://..."``
-    connects to a running cluster (only disconnected by :meth:`shutdown`). A Ray already initialised in this process
-    is used as it is and left running. ``setup`` runs in each worker before its evaluator is built (e.g. to register
-    a custom task); it must be importable or serialisable there (``runtime_env`` is given to every actor).
+    ``task`` is a registered task name, the user's data (a ``DataSpec``) or loaded ``TaskData``; ``teacher`` a built
+    teacher, else ``teacher_dir`` the user's fine-tuned teacher folder, else the teacher is fine-tuned from
+    ``base_dir`` with ``teacher_recipe``, in this process, and cached. ``address``: None starts a private local Ray
+    (stopped again by :meth:`shutdown`); ``"auto"`` or ``"ray://..."`` connects to a running cluster (only
+    disconnected by :meth:`shutdown`), whose workers may sit on any node. A Ray already initialised in this process
+    is used as it is and left running. ``setup`` runs in each worker before its evaluator is built; it must be
+    importable or serialisable there (``runtime_env`` is given to every actor).
 
     ``num_cpus_per_eval`` / ``num_gpus_per_eval`` are each worker's Ray resources (its torch thread count is the
-    whole CPUs); ``object_store_bytes`` sizes a local Ray's object store (results are small). ``eval_timeout_s``
-    bounds one evaluation (None: no bound), ``startup_timeout_s`` a worker's start (loading, or first fine-tuning,
-    the teacher). ``remeasure_teacher_latency`` is each worker's LiveEvaluator option. ``store_path`` defaults to
-    ``<run_dir>/store.sqlite``; ``distillations``, ``reused`` and ``worker_failures`` count over the pool. Not
-    thread-safe: call from one thread.
+    whole CPUs); ``object_store_bytes`` sizes a local Ray's object store (it carries the teacher once and the students
+    kept). ``eval_timeout_s`` bounds one evaluation (None: no bound), ``startup_timeout_s`` a worker's start.
+    ``max_retries`` is how often a candidate whose worker died is handed out again; ``retry_failed`` re-runs, once per
+    evaluator, a candidate whose stored result is ``failed``. ``remeasure_teacher_latency`` is each worker's
+    LiveEvaluator option; ``worker_evaluator`` replaces the workers' LiveEvaluator (benchmarks of the orchestration).
+    ``store_path`` defaults to ``<run_dir>/store.sqlite``. ``distillations``, ``reused`` and ``worker_failures``
+    count over the pool; :attr:`timings` sums the driver's seconds by activity (``dispatch``: handing out jobs,
+    ``wait``: blocked until a worker answers, ``collect``: receiving results, ``store`` and ``students``: writing
+    them). Not thread-safe: call from one thread.
     """
 
     def __init__(
         self,
-        task: str | DataSpec,
+        task: str | DataSpec | TaskData,
         *,
         num_workers: int,
         run_dir: Path,
@@ -238,6 +337,7 @@ class RayEvaluator:
         num_gpus_per_eval: float = 0,
         address: str | None = None,
         device: str = "auto",
+        teacher: Teacher | None = None,
         teacher_recipe: FineTuneRecipe | None = None,
         base_dir: Path | None = None,
         teacher_dir: Path | None = None,
@@ -247,58 +347,75 @@ class RayEvaluator:
         setup: Callable[[], object] | None = None,
         runtime_env: Mapping[str, Any] | None = None,
         dashboard: bool = False,
-        object_store_bytes: int | None = 256 * 2**20,
+        object_store_bytes: int | None = 512 * 2**20,
         eval_timeout_s: float | None = 6 * 3600.0,
         startup_timeout_s: float = 1800.0,
         max_worker_restarts: int = 3,
+        max_retries: int = 2,
+        retry_failed: bool = False,
         remeasure_teacher_latency: bool = False,
+        worker_evaluator: MakeWorkerEvaluator | None = None,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"num_workers={num_workers!r} must be a positive int")
-        if isinstance(max_worker_restarts, bool) or not isinstance(max_worker_restarts, int) or max_worker_restarts < 0:
-            raise ValueError(f"max_worker_restarts={max_worker_restarts!r} must be an int >= 0")
+        _check_count("max_worker_restarts", max_worker_restarts)
+        _check_count("max_retries", max_retries)
         _check_positive("num_cpus_per_eval", num_cpus_per_eval)
         _check_positive("num_gpus_per_eval", num_gpus_per_eval, allow_zero=True)
         _check_positive("eval_timeout_s", eval_timeout_s, allow_none=True)
         _check_positive("startup_timeout_s", startup_timeout_s)
         if address is not None and (not isinstance(address, str) or not address):
             raise ValueError(f"address={address!r} must be None (start a local Ray), 'auto' or a 'ray://' address")
+        if teacher is not None and (teacher_recipe is not None or base_dir is not None or teacher_dir is not None):
+            raise ValueError("pass either a built teacher or teacher_recipe / base_dir / teacher_dir, not both")
         self.fidelity_level = get_fidelity(fidelity)
         self.fidelity = self.fidelity_level.name
         self.run_dir = Path(run_dir)
         self.store_path = Path(store_path) if store_path is not None else self.run_dir / STORE_FILE
-        if address is None or not address.startswith("ray://"):
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            EvaluationStore(self.store_path).close()
+        self.students_dir = Path(students_dir) if students_dir is not None else None
         self.num_workers = num_workers
         self.eval_timeout_s = eval_timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.restarts_left = max_worker_restarts
+        self.max_retries = max_retries
+        self.retry_failed = retry_failed
         self.distillations = 0
         self.reused = 0
         self.worker_failures = 0
+        self.timings: dict[str, float] = dict.fromkeys(("dispatch", "wait", "collect", "store", "students"), 0.0)
         self.temp_dir: Path | None = None
         self._link_dir: Path | None = None
         self._slots: list[_Slot] = []
+        self._retried: set[str] = set()
         self._closed = False
-        self._settings = WorkerSettings(
-            task=task,
-            fidelity=self.fidelity_level,
-            store_path=self.store_path.resolve(),
-            device=device,
-            teacher_recipe=teacher_recipe,
-            base_dir=Path(base_dir).resolve() if base_dir is not None else None,
-            teacher_dir=Path(teacher_dir).resolve() if teacher_dir is not None else None,
-            students_dir=Path(students_dir).resolve() if students_dir is not None else None,
-            latency=latency,
-            progress=progress,
-            threads=max(1, int(num_cpus_per_eval)),
-            setup=setup,
-            remeasure_teacher_latency=remeasure_teacher_latency,
-        )
         self._started_ray = False
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.store = EvaluationStore(self.store_path)
         try:
+            data = task if isinstance(task, TaskData) else load_task_for_teacher(task, teacher_dir, progress=progress)
+            if teacher is None:
+                teacher = teacher_for(
+                    data, folder=teacher_dir, base_dir=base_dir, recipe=teacher_recipe, device=device, progress=progress
+                )
+            self.task = data.name
+            self.teacher_key = teacher.key
+            self.train_size = len(data.splits["train"])
+            package = pack_teacher(teacher)
+            self.teacher_files_sha256 = package.files_sha256
+            settings = WorkerSettings(
+                fidelity=self.fidelity_level,
+                device=device,
+                latency=latency,
+                progress=progress,
+                threads=max(1, int(num_cpus_per_eval)),
+                keep_students=self.students_dir is not None,
+                setup=setup,
+                remeasure_teacher_latency=remeasure_teacher_latency,
+                make_evaluator=worker_evaluator,
+            )
             self._init_ray(address, num_cpus_per_eval, num_gpus_per_eval, dashboard, object_store_bytes)
+            self._shared = (settings, ray.put(package), ray.put(data.in_memory()))
+            del package
             self._actor_class = ray.remote(EvaluationWorker).options(
                 num_cpus=num_cpus_per_eval,
                 num_gpus=num_gpus_per_eval,
@@ -306,16 +423,15 @@ class RayEvaluator:
                 max_task_retries=0,
                 max_concurrency=1,
                 runtime_env=dict(runtime_env) if runtime_env is not None else None,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
             )
-            self._slots = [_Slot(self._actor_class.remote(self._settings)) for _ in range(num_workers)]
-            identity = self._await_workers()
+            self._slots = [_Slot(self._new_actor()) for _ in range(num_workers)]
+            self.identities = self._await_workers()
         except BaseException:
             self.shutdown()
             raise
-        self.task = identity.task
-        self.teacher_key = identity.teacher_key
-        self.train_size = identity.train_size
+
+    def _new_actor(self) -> Any:
+        return self._actor_class.remote(*self._shared)
 
     def _init_ray(
         self,
@@ -331,14 +447,6 @@ class RayEvaluator:
         if address is not None:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             self._started_ray = True
-            alive = [node for node in ray.nodes() if node.get("Alive")]
-            if len(alive) > 1:
-                logger.warning(
-                    "the Ray cluster at %s has %d nodes, but the SQLite store needs one host: every worker runs on "
-                    "the driver's node",
-                    address,
-                    len(alive),
-                )
             return
         prepared = prepare_ray_temp_dir(self.run_dir)
         self.temp_dir, self._link_dir = prepared.path, prepared.link_dir
@@ -353,24 +461,38 @@ class RayEvaluator:
         )
         self._started_ray = True
 
-    def _await_workers(self) -> WorkerIdentity:
+    def _await_workers(self) -> list[WorkerIdentity]:
         refs = [slot.actor.identity.remote() for slot in self._slots]
         try:
             identities: list[WorkerIdentity] = ray.get(refs, timeout=self.startup_timeout_s)
         except GetTimeoutError as error:
             raise TimeoutError(
                 f"{self.num_workers} workers did not start within startup_timeout_s={self.startup_timeout_s:g} s "
-                f"(Ray has {ray.available_resources()} available; the task or the teacher may still be building)"
+                f"(Ray has {ray.available_resources()} available)"
             ) from error
+        except RayTaskError as error:
+            cause = error.cause if error.cause is not None else error
+            if isinstance(cause, TeacherMismatchError):
+                raise TeacherMismatchError(str(cause)) from None
+            raise RuntimeError(f"a worker failed to start: {_one_line(error)}") from error
         except RayError as error:
             raise RuntimeError(f"a worker failed to start: {_one_line(error)}") from error
-        first = identities[0]
-        for identity in identities[1:]:
-            if identity != first:
-                raise RuntimeError(f"workers disagree on the task or teacher: {first} vs {identity}")
+        for identity in identities:
+            self._check_identity(identity)
         for slot in self._slots:
             slot.ready = True
-        return first
+        return identities
+
+    def _check_identity(self, identity: WorkerIdentity) -> None:
+        """Refuse a worker whose task or teacher is not the driver's."""
+        mine = (self.task, self.teacher_key, self.teacher_files_sha256)
+        theirs = (identity.task, identity.teacher_key, identity.teacher_files_sha256)
+        if theirs != mine:
+            raise TeacherMismatchError(
+                f"worker {identity.pid} on {identity.host} evaluates task {identity.task!r} with teacher "
+                f"{identity.teacher_key[:16]} (files {identity.teacher_files_sha256[:16]}), not the driver's task "
+                f"{self.task!r} and teacher {self.teacher_key[:16]} (files {self.teacher_files_sha256[:16]})"
+            )
 
     def __enter__(self) -> RayEvaluator:
         return self
@@ -403,6 +525,14 @@ class RayEvaluator:
         level = self.fidelity_level if fidelity is None else get_fidelity(fidelity)
         return fidelity_steps(candidate, level, train_size=self.train_size)
 
+    def trained_candidate(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> Candidate:
+        """``candidate`` with the budget of ``fidelity`` (default: this evaluator's): what is trained and stored."""
+        return self._prepared(candidate, fidelity)[1]
+
+    def key(self, candidate: Candidate, fidelity: str | Fidelity | None = None) -> str:
+        """The evaluation-store key of ``candidate`` at ``fidelity`` (None: this evaluator's level)."""
+        return self._prepared(candidate, fidelity)[0]
+
     def evaluate_many(
         self,
         candidates: Sequence[Candidate],
@@ -413,8 +543,9 @@ class RayEvaluator:
         """Evaluate ``candidates`` at ``fidelity`` (None: this evaluator's level) in parallel across the workers;
         results in input order.
 
-        Candidates that are trained identically at that fidelity are evaluated once. ``timeout_s`` replaces
-        ``eval_timeout_s`` for this call (seconds per candidate, counted from its submission to a worker).
+        A candidate already in the store is answered from it; candidates trained identically at that fidelity are
+        evaluated once. ``timeout_s`` replaces ``eval_timeout_s`` for this call (seconds per candidate, counted from
+        its submission to a worker).
         """
         return self.evaluate_requests([(candidate, fidelity) for candidate in candidates], timeout_s=timeout_s)
 
@@ -422,16 +553,12 @@ class RayEvaluator:
         self, requests: Sequence[tuple[Candidate, str | Fidelity | None]], *, timeout_s: float | None = None
     ) -> list[EvalResult]:
         """:meth:`evaluate_many` for requests at mixed fidelities (e.g. jobs on several rungs), all in one pool."""
-        groups: dict[str, tuple[tuple[str, Candidate], ...]] = {}
-        levels: dict[str, Fidelity] = {}
-        keys = []
-        for candidate, fidelity in requests:
-            key, trained, level = self._prepared(candidate, fidelity)
-            keys.append(key)
-            groups.setdefault(key, ((key, trained),))
-            levels.setdefault(key, level)
-        results = self._evaluate_jobs([(groups[key], levels[key]) for key in groups], timeout_s)
-        return [results[key] for key in keys]
+        groups = self.evaluate_groups(
+            [[candidate] for candidate, _ in requests],
+            timeout_s=timeout_s,
+            fidelities=[fidelity for _, fidelity in requests],
+        )
+        return [group[0] for group in groups]
 
     def evaluate_groups(
         self,
@@ -439,15 +566,51 @@ class RayEvaluator:
         fidelity: str | Fidelity | None = None,
         *,
         timeout_s: float | None = None,
+        fidelities: Sequence[str | Fidelity | None] | None = None,
     ) -> list[list[EvalResult]]:
         """Evaluate each group's candidates in order on one worker, the groups in parallel across the workers; the
         results group by group, in input order. A group's later members can reuse what its first trained (an int8
         twin measured from its fp32 twin's training, see :class:`~distilsearch.kdlib.student_evaluator.
-        StudentEvaluator`). ``timeout_s`` (else ``eval_timeout_s``) bounds each member of a group."""
-        prepared = [[self._prepared(candidate, fidelity) for candidate in group] for group in groups]
-        jobs = [(tuple((k, c) for k, c, _ in members), members[0][2]) for members in prepared if members]
-        results = self._evaluate_jobs(jobs, timeout_s)
+        StudentEvaluator`). ``fidelities`` gives each group its own level. ``timeout_s`` (else ``eval_timeout_s``)
+        bounds each member of a group."""
+        if self._closed:
+            raise RuntimeError("this RayEvaluator was shut down")
+        _check_positive("timeout_s", timeout_s, allow_none=True)
+        timeout = timeout_s if timeout_s is not None else self.eval_timeout_s
+        levels = list(fidelities) if fidelities is not None else [fidelity] * len(groups)
+        prepared = [
+            [self._prepared(candidate, level) for candidate in group]
+            for group, level in zip(groups, levels, strict=True)
+        ]
+        results: dict[str, EvalResult] = {}
+        queued: set[str] = set()
+        jobs = []
+        started = time.perf_counter()
+        for members in prepared:
+            todo = []
+            for key, trained, _ in members:
+                if key in results or key in queued:
+                    continue
+                stored = self.store.get(key)
+                if stored is not None and not self._retrying(key, stored):
+                    results[key] = stored
+                    self.reused += 1
+                else:
+                    todo.append((key, trained))
+                    queued.add(key)
+            if todo:
+                jobs.append(_Job(tuple(todo), members[0][2]))
+        self.timings["store"] += time.perf_counter() - started
+        if jobs:
+            self._run(deque(jobs), results, timeout)
         return [[results[key] for key, _, _ in members] for members in prepared]
+
+    def _retrying(self, key: str, stored: EvalResult) -> bool:
+        """Whether a stored result is re-run: a ``failed`` one with ``retry_failed``, once per evaluator."""
+        if stored.status != "failed" or not self.retry_failed or key in self._retried:
+            return False
+        self._retried.add(key)
+        return True
 
     def _prepared(self, candidate: Candidate, fidelity: str | Fidelity | None) -> tuple[str, Candidate, Fidelity]:
         """The store key, the candidate as trained at ``fidelity`` (None: this evaluator's level) and that level."""
@@ -455,97 +618,114 @@ class RayEvaluator:
         trained = apply_fidelity(candidate, level, train_size=self.train_size)
         return evaluation_key(trained, self.task, self.teacher_key, level.name), trained, level
 
-    def _evaluate_jobs(
-        self, jobs: Sequence[tuple[tuple[tuple[str, Candidate], ...], Fidelity]], timeout_s: float | None
-    ) -> dict[str, EvalResult]:
-        """Run each job (its members in order on one worker) across the pool; every member's result by its key."""
-        if self._closed:
-            raise RuntimeError("this RayEvaluator was shut down")
-        _check_positive("timeout_s", timeout_s, allow_none=True)
-        timeout = timeout_s if timeout_s is not None else self.eval_timeout_s
-        queue = deque(jobs)
+    def _run(self, queue: deque[_Job], results: dict[str, EvalResult], timeout: float | None) -> None:
+        """Feed idle workers from ``queue`` and collect results until both are empty."""
         idle = deque(self._slots)
-        running: dict[Any, _Job] = {}
-        results: dict[str, EvalResult] = {}
+        running: dict[Any, _Running] = {}
         try:
-            self._run(queue, idle, running, results, timeout)
+            while queue or running:
+                started = time.perf_counter()
+                while queue and idle:
+                    slot, job = idle.popleft(), queue.popleft()
+                    deadline = None
+                    if timeout is not None:
+                        startup = 0.0 if slot.ready else self.startup_timeout_s
+                        deadline = time.monotonic() + timeout * len(job.members) + startup
+                    ref = slot.actor.evaluate_group.remote([candidate for _, candidate in job.members], job.level)
+                    running[ref] = _Running(slot, job, deadline)
+                self.timings["dispatch"] += time.perf_counter() - started
+                if not running:
+                    for job in queue:
+                        self._finish_failed(job, "no worker left: every worker died or timed out", results)
+                    break
+                started = time.perf_counter()
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=self._wait_seconds(running.values()))
+                self.timings["wait"] += time.perf_counter() - started
+                for ref in ready:
+                    self._collect(ref, running.pop(ref), queue, results, idle)
+                now = time.monotonic()
+                for ref, run in list(running.items()):
+                    if run.deadline is not None and now > run.deadline:
+                        del running[ref]
+                        reason = f"evaluation timed out after {timeout:g} s; its worker was stopped"
+                        self._finish_failed(run.job, reason, results)
+                        self._replace(run.slot, idle)
         finally:
-            for job in running.values():
-                self._restart(job.slot)
-        return results
-
-    def _run(
-        self,
-        queue: deque[tuple[tuple[tuple[str, Candidate], ...], Fidelity]],
-        idle: deque[_Slot],
-        running: dict[Any, _Job],
-        results: dict[str, EvalResult],
-        timeout: float | None,
-    ) -> None:
-        """Feed idle workers from ``queue`` and collect results until both are empty; ``running`` holds the jobs."""
-        while queue or running:
-            while queue and idle:
-                slot = idle.popleft()
-                members, level = queue.popleft()
-                deadline = None
-                if timeout is not None:
-                    startup = 0.0 if slot.ready else self.startup_timeout_s
-                    deadline = time.monotonic() + timeout * len(members) + startup
-                ref = slot.actor.evaluate_group.remote([candidate for _, candidate in members], level)
-                running[ref] = _Job(slot, members, deadline, level)
-            if not running:
-                for members, level in queue:
-                    self._fail_all(members, "no worker left: every worker died or timed out", level, results)
-                break
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=self._wait_seconds(running.values()))
-            for ref in ready:
-                self._collect(ref, running.pop(ref), results, idle)
-            now = time.monotonic()
-            for ref, job in list(running.items()):
-                if job.deadline is not None and now > job.deadline:
-                    del running[ref]
-                    reason = f"evaluation timed out after {timeout:g} s; its worker was stopped"
-                    self._fail_all(job.members, reason, job.level, results)
-                    self._replace(job.slot, idle)
-
-    def _fail_all(
-        self,
-        members: Sequence[tuple[str, Candidate]],
-        reason: str,
-        level: Fidelity,
-        results: dict[str, EvalResult],
-    ) -> None:
-        for key, candidate in members:
-            results[key] = self._failed(candidate, reason, level)
+            for run in running.values():
+                self._restart(run.slot)
 
     @staticmethod
-    def _wait_seconds(jobs: Any) -> float:
-        deadlines = [job.deadline for job in jobs if job.deadline is not None]
+    def _wait_seconds(runs: Any) -> float:
+        deadlines = [run.deadline for run in runs if run.deadline is not None]
         if not deadlines:
             return POLL_SECONDS
         return min(POLL_SECONDS, max(0.0, min(deadlines) - time.monotonic()))
 
-    def _collect(self, ref: Any, job: _Job, results: dict[str, EvalResult], idle: deque[_Slot]) -> None:
+    def _collect(
+        self,
+        ref: Any,
+        run: _Running,
+        queue: deque[_Job],
+        results: dict[str, EvalResult],
+        idle: deque[_Slot],
+    ) -> None:
+        job = run.job
+        started = time.perf_counter()
         try:
-            done, distilled, reused = ray.get(ref, timeout=self.startup_timeout_s)
+            replies: list[WorkerReply] = ray.get(ref, timeout=self.startup_timeout_s)
         except RayTaskError as error:
             cause = error.cause if error.cause is not None else error
-            self._fail_all(job.members, f"the worker raised {type(cause).__name__}: {cause}", job.level, results)
-            idle.append(job.slot)
+            self._finish_failed(job, f"the worker raised {type(cause).__name__}: {_one_line(cause)}", results)
+            idle.append(run.slot)
         except RayError as error:
-            self._fail_all(job.members, f"the worker died: {_one_line(error)}", job.level, results)
-            self._replace(job.slot, idle)
+            job.deaths += 1
+            job.causes.append(_one_line(error))
+            self._replace(run.slot, idle)
+            if job.deaths <= self.max_retries:
+                logger.warning(
+                    "a worker died evaluating %s (%d of %d retries used); handing it out again",
+                    ", ".join(candidate.content_hash()[:12] for _, candidate in job.members),
+                    job.deaths,
+                    self.max_retries,
+                )
+                queue.appendleft(job)
+            else:
+                reason = f"its worker died {job.deaths} time(s) (last: {job.causes[-1]})"
+                self._finish_failed(job, reason, results)
         else:
-            job.slot.ready = True
-            results.update((key, result) for (key, _), result in zip(job.members, done, strict=True))
-            self.distillations += distilled
-            self.reused += reused
-            idle.append(job.slot)
+            self.timings["collect"] += time.perf_counter() - started
+            run.slot.ready = True
+            idle.append(run.slot)
+            for (key, _), reply in zip(job.members, replies, strict=True):
+                self.distillations += reply.distilled
+                self.reused += reply.reused
+                results[key] = self._keep(key, reply, job.level)
+
+    def _keep(self, key: str, reply: WorkerReply, level: Fidelity) -> EvalResult:
+        """Write a worker's result (and its student) on the driver; return the result as stored."""
+        result = reply.result
+        if reply.student is not None and self.students_dir is not None:
+            started = time.perf_counter()
+            folder = self.students_dir / key
+            extract_archive(reply.student, folder)
+            result = result.model_copy(update={"student_path": str(folder)})
+            self.timings["students"] += time.perf_counter() - started
+        started = time.perf_counter()
+        self.store.put(
+            key, result, task=self.task, teacher_key=self.teacher_key, fidelity=level.name, replace_failed=True
+        )
+        self.timings["store"] += time.perf_counter() - started
+        return result
+
+    def _finish_failed(self, job: _Job, reason: str, results: dict[str, EvalResult]) -> None:
+        """Store a ``failed`` result with ``reason`` for every member of ``job``."""
+        for key, candidate in job.members:
+            results[key] = self._keep(key, WorkerReply(self._failed(candidate, reason, job.level), 0, 0), job.level)
 
     def _restart(self, slot: _Slot) -> None:
         """Stop a worker and start a fresh one in its slot."""
         ray.kill(slot.actor, no_restart=True)
-        slot.actor, slot.ready = self._actor_class.remote(self._settings), False
+        slot.actor, slot.ready = self._new_actor(), False
 
     def _replace(self, slot: _Slot, idle: deque[_Slot]) -> None:
         """Stop a dead or stuck worker and start a fresh one in its place while restarts remain."""
@@ -575,7 +755,8 @@ class RayEvaluator:
         return EvalResult(candidate=candidate, status="failed", error=reason, provenance=provenance)
 
     def shutdown(self) -> None:
-        """Stop the workers; stop (or disconnect from) Ray if this evaluator started (or connected) it."""
+        """Stop the workers; stop (or disconnect from) Ray if this evaluator started (or connected) it; close the
+        store."""
         if self._closed:
             return
         self._closed = True
@@ -587,3 +768,4 @@ class RayEvaluator:
             ray.shutdown()
         if self._link_dir is not None:
             shutil.rmtree(self._link_dir, ignore_errors=True)
+        self.store.close()

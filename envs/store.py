@@ -300,8 +300,18 @@ class EvaluationStore:
     def __len__(self) -> int:
         return self._retry(lambda c: c.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
 
-    def put(self, key: str, result: EvalResult, *, task: str, teacher_key: str, fidelity: str) -> bool:
-        """Store ``result`` under ``key``; return False (keeping the first row) when ``key`` is already stored.
+    def put(
+        self,
+        key: str,
+        result: EvalResult,
+        *,
+        task: str,
+        teacher_key: str,
+        fidelity: str,
+        replace_failed: bool = False,
+    ) -> bool:
+        """Store ``result`` under ``key``; return False (keeping the first row) when ``key`` is already stored, unless
+        ``replace_failed`` and the stored row is ``failed`` (a retry): then it is replaced.
 
         ``key`` must equal ``evaluation_key(result.candidate, task, teacher_key, fidelity)``.
         """
@@ -331,9 +341,13 @@ class EvaluationStore:
             socket.gethostname(),
             os.getpid(),
         )
+        conflict = "DO NOTHING"
+        if replace_failed:
+            updates = ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS if column != "key")
+            conflict = f"DO UPDATE SET {updates} WHERE evaluations.status = 'failed'"
         statement = (
             f"INSERT INTO evaluations ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-            "ON CONFLICT (key) DO NOTHING"
+            f"ON CONFLICT (key) {conflict}"
         )
         return self._write(lambda c: c.execute(statement, values).rowcount == 1)
 
@@ -461,13 +475,15 @@ class EvaluationStore:
         lease_seconds: float = 60.0,
         wait_seconds: float | None = None,
         poll_seconds: float = 1.0,
+        retry_failed: bool = False,
     ) -> EvalResult:
         """The stored result of ``key``; otherwise claim it, run ``evaluate()``, store the result and release.
 
         While another live worker holds the claim, poll every ``poll_seconds`` until it stores the result or its
         lease expires (then claim it here); :class:`StoreTimeoutError` after ``wait_seconds`` (None: no limit).
         The lease is renewed while ``evaluate`` runs, so it may take longer than ``lease_seconds``; if it raises,
-        nothing is stored and the claim is released.
+        nothing is stored and the claim is released. With ``retry_failed``, a stored ``failed`` result is evaluated
+        again (once) and replaced; if another worker holds the claim, its result is taken whatever it is.
         """
         _check_positive("lease_seconds", lease_seconds)
         _check_positive("poll_seconds", poll_seconds)
@@ -475,21 +491,25 @@ class EvaluationStore:
             _check_positive("wait_seconds", wait_seconds)
         deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
         owner = self._owner()
+        retry = retry_failed
         while True:
             stored = self.get(key)
-            if stored is not None:
+            if stored is not None and not (retry and stored.status == "failed"):
                 return stored
             if self._claim(key, lease_seconds, owner):
                 try:
                     stored = self.get(key)
-                    if stored is not None:
+                    if stored is not None and not (retry and stored.status == "failed"):
                         return stored
                     with self._renewing(key, lease_seconds, owner):
                         result = evaluate()
-                    inserted = self.put(key, result, task=task, teacher_key=teacher_key, fidelity=fidelity)
+                    inserted = self.put(
+                        key, result, task=task, teacher_key=teacher_key, fidelity=fidelity, replace_failed=retry
+                    )
                     return result if inserted else self[key]
                 finally:
                     self._release(key, owner)
+            retry = False
             if deadline is not None and time.monotonic() >= deadline:
                 raise StoreTimeoutError(
                     f"key {key!r} in {self.path} is still claimed by {self.holder(key)} after {wait_seconds:g} s"

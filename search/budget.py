@@ -31,6 +31,11 @@ With ``history_path``, every new evaluation is appended to a JSON-lines ledger (
 returns, and an existing ledger is loaded on construction: a resumed run starts with the budget it already spent and
 answers every recorded request from the ledger, so no completed evaluation is repeated and the total stays within
 ``budget``. The budget may be raised on resume, never below what the ledger already holds.
+
+Failed evaluations (``status == "failed"``: a NaN loss, an OOM, a timeout, a worker that kept dying) are ledger
+entries like any other: a resumed run answers them from the ledger. ``retry_failed=True`` withdraws them when the
+ledger is loaded: a ``{"withdrawn": ...}`` line is appended for each, their cost is given back, and a request for one
+of them is evaluated (and charged) again.
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ class BudgetedEvaluator:
         reward: Reward | None = None,
         history_path: str | Path | None = None,
         unit: Unit = "evaluations",
+        retry_failed: bool = False,
     ) -> None:
         if not isinstance(evaluator, Evaluator):
             raise TypeError(f"evaluator={evaluator!r} has no evaluate(candidate) / task / teacher_key / fidelity")
@@ -125,6 +131,8 @@ class BudgetedEvaluator:
         self._spent = 0
         if self.history_path is not None:
             self._load(self.history_path)
+            if retry_failed:
+                self._withdraw_failed(self.history_path)
         if self._spent > self.budget:
             raise ValueError(
                 f"budget={budget} is below the {self._spent} {unit} already recorded in "
@@ -343,6 +351,21 @@ class BudgetedEvaluator:
         if self._best is None or entry.reward > self._best.reward:
             self._best = entry
 
+    def _withdraw_failed(self, path: Path) -> None:
+        """Withdraw every failed entry: append a withdrawal line for each, then forget them and their cost."""
+        failed = [entry for entry in self._history if entry.result.status == "failed"]
+        if not failed:
+            return
+        lines = [json.dumps({"withdrawn": _withdrawal(entry.candidate, entry.fidelity)}) + "\n" for entry in failed]
+        with path.open("a", encoding="utf-8") as out:
+            out.write("".join(lines))
+            out.flush()
+            os.fsync(out.fileno())
+        kept = [entry for entry in self._history if entry.result.status != "failed"]
+        self._history, self._by_key, self._best, self._spent = [], {}, None, 0
+        for index, entry in enumerate(kept):
+            self._record(replace(entry, index=index))
+
     def _identity(self) -> dict[str, str]:
         identity = {name: getattr(self.evaluator, name) for name in IDENTITY}
         return identity | ({"unit": self.unit} if self.unit != "evaluations" else {})
@@ -380,9 +403,9 @@ LedgerRecord = tuple[Candidate, EvalResult, str, int]
 
 def read_ledger(path: Path, default_fidelity: str | None = None) -> tuple[dict[str, str] | None, list[LedgerRecord]]:
     """The ledger's header (the evaluator's identity; None for an empty file) and its records ``(candidate, result,
-    fidelity, cost)`` in order; a torn last line (a crash mid-append: no final newline) is cut off. A record without
-    a fidelity takes ``default_fidelity`` (else the header's). ValueError naming the file and line for anything
-    else that does not parse."""
+    fidelity, cost)`` in order, less the withdrawn ones; a torn last line (a crash mid-append: no final newline) is
+    cut off. A record without a fidelity takes ``default_fidelity`` (else the header's). ValueError naming the file
+    and line for anything else that does not parse, and for a withdrawal of a request not recorded before it."""
     lines = read_appended_lines(path)
     if not lines:
         return None, []
@@ -397,6 +420,13 @@ def read_ledger(path: Path, default_fidelity: str | None = None) -> tuple[dict[s
     for number, line in enumerate(lines[1:], start=2):
         try:
             record = json.loads(line)
+            if "withdrawn" in record:
+                withdrawn = record["withdrawn"]
+                kept = [r for r in records if _withdrawal(r[0], r[2]) != withdrawn]
+                if len(kept) == len(records):
+                    raise ValueError(f"it withdraws {withdrawn}, which no earlier line records")
+                records = kept
+                continue
             candidate = Candidate.model_validate(record["candidate"])
             result = EvalResult.model_validate(record["result"])
             fidelity = str(record.get("fidelity", fallback))
@@ -407,6 +437,10 @@ def read_ledger(path: Path, default_fidelity: str | None = None) -> tuple[dict[s
             raise ValueError(f"{path}: line {number} is not a ledger entry: {error}") from None
         records.append((candidate, result, fidelity, cost))
     return identity, records
+
+
+def _withdrawal(candidate: Candidate, fidelity: str) -> dict[str, str]:
+    return {"candidate_hash": candidate.content_hash(), "fidelity": fidelity}
 
 
 def _blinded(entry: LedgerEntry) -> LedgerEntry:

@@ -317,12 +317,15 @@ def run_search(
     progress: bool = True,
     notify: Notify | None = None,
     on_evaluation: Callable[[LedgerEntry], None] | None = None,
+    retry_failed: bool = False,
 ) -> Run:
     """Run ``config``'s search into its run folder, resuming a compatible run there; return the :class:`Run`.
 
     ``notify`` receives human-readable notes as they arise (restored store rows, unspent budget); they are also kept
     in ``run.session.notes`` and the run's ``search.log``. ``on_evaluation`` is called after each new evaluation.
-    A start that fails before spending anything leaves no folder behind (or the folder as it was).
+    A start that fails before spending anything leaves no folder behind (or the folder as it was). Failed
+    evaluations of a resumed run are answered from its ledger and store unless ``retry_failed``: then they are
+    withdrawn from the ledger (their budget given back) and evaluated again when the agent asks for them.
     """
     from distilsearch.search.run_lock import RunLock, RunLocked
 
@@ -334,7 +337,8 @@ def run_search(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(run_dir):
-            _locked(_Job(config, run_dir, agent, reward, space, session, progress, on_evaluation), notify)
+            job = _Job(config, run_dir, agent, reward, space, session, progress, on_evaluation, retry_failed)
+            _locked(job, notify)
     except RunLocked as error:
         raise RunError(str(error)) from None
     except OSError as error:
@@ -447,7 +451,7 @@ def _save_settings(config: SearchConfig, run_dir: Path, note: Notify) -> None:
     config.save(run_dir)
 
 
-def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> Evaluator:
+def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore, retry_failed: bool) -> Evaluator:
     from distilsearch.envs.evaluators import TableEvaluator
     from distilsearch.envs.live import LiveEvaluator
     from distilsearch.envs.ray_evaluator import RayEvaluator
@@ -456,7 +460,7 @@ def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> E
     if config.backend in ("table", "surrogate"):
         table = TableEvaluator(config.table_path())
         return SurrogateEvaluator.from_table(table) if config.backend == "surrogate" else table
-    if config.workers > 1 or config.ray_address:
+    if config.workers > 1 or config.ray_address or config.gpus_per_eval > 0:
         return RayEvaluator(
             config.task_source(),
             num_workers=config.workers,
@@ -467,6 +471,7 @@ def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> E
             num_gpus_per_eval=config.gpus_per_eval,
             base_dir=config.base,
             teacher_dir=config.teacher,
+            retry_failed=retry_failed,
         )
     return LiveEvaluator(
         config.task_source(),
@@ -475,6 +480,7 @@ def _evaluator(config: SearchConfig, run_dir: Path, store: EvaluationStore) -> E
         base_dir=config.base,
         teacher_dir=config.teacher,
         progress=False,
+        retry_failed=retry_failed,
     )
 
 
@@ -512,6 +518,7 @@ class _Job:
     session: Session
     progress: bool
     on_evaluation: Callable[[LedgerEntry], None] | None
+    retry_failed: bool = False
 
 
 def _locked(job: _Job, notify: Notify | None) -> None:
@@ -549,7 +556,7 @@ def _search(job: _Job, note: Notify, log: logging.Logger) -> None:
         raise RunError(str(error)) from None
     with closing(store):
         try:
-            evaluator = _evaluator(config, run_dir, store)
+            evaluator = _evaluator(config, run_dir, store, job.retry_failed)
         except (AssetError, ValueError, OSError, StoreError) as error:
             raise RunError(str(error)) from None
         if evaluator.task != config.task:
@@ -592,7 +599,13 @@ def _search(job: _Job, note: Notify, log: logging.Logger) -> None:
 
         try:
             budgeted = BudgetedEvaluator(
-                evaluator, config.budget, record, reward=job.reward, history_path=layout.ledger, unit=config.budget_unit
+                evaluator,
+                config.budget,
+                record,
+                reward=job.reward,
+                history_path=layout.ledger,
+                unit=config.budget_unit,
+                retry_failed=job.retry_failed,
             )
             session.restored = _restore_store(budgeted, store)
         except ResumeMismatch:

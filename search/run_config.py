@@ -47,7 +47,9 @@ class SearchConfig(BaseModel):
     agent_options: dict[str, Any] = Field(default_factory=dict, description="The agent's settings (config file).")
     workers: int = Field(1, ge=1, description="Parallel live evaluations on Ray; agents propose this many at a time.")
     ray_address: str | None = Field(None, description="Join a Ray cluster ('auto' or ray://...).")
-    gpus_per_eval: float = Field(0.0, ge=0, description="GPUs per evaluation on Ray.")
+    gpus_per_eval: float = Field(
+        0.0, ge=0, description="GPUs per evaluation, reserved on Ray (above 0, evaluations run on Ray workers)."
+    )
     seed: int = Field(0, description="Seed of the agent.")
     table: Path | None = Field(
         None, description="Benchmark table of the table / surrogate backends (default: KD-Bench's shipped table)."

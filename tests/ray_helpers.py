@@ -7,7 +7,9 @@ Ray workers are other processes: they import this module (the tests put ``tests/
 from __future__ import annotations
 
 import os
+import signal
 import time
+from pathlib import Path
 
 from conftest import toy_sentiment_frames
 
@@ -24,6 +26,8 @@ FAST_LATENCY = LatencyProtocol(points=((1, 16),), warmup=1, repeats=3, num_threa
 TINY_KD = KDConfig(max_steps=200, batch_size=16, max_length=16, lr=1e-3)
 CRASH_SEED = 666
 HANG_SEED = 777
+KILL_ONCE_SEED = 888
+MARKERS_ENV = "KDSEARCH_TEST_MARKERS"
 
 
 def register_toy_task() -> str:
@@ -39,7 +43,9 @@ def toy_candidate(num_layers: int = 2, hidden_size: int = 32, ffn_size: int = 32
 
 
 def register_toy_task_with_faults() -> str:
-    """Register the toy task and make this worker die on ``seed=CRASH_SEED`` and hang on ``seed=HANG_SEED``."""
+    """Register the toy task and make this worker die on ``seed=CRASH_SEED``, hang on ``seed=HANG_SEED`` and SIGKILL
+    itself mid-evaluation on the first ``seed=KILL_ONCE_SEED`` of each candidate (a marker file per candidate in the
+    folder named by ``$KDSEARCH_TEST_MARKERS`` remembers the kill across worker processes)."""
     original = StudentEvaluator.evaluate
 
     def faulty(self: StudentEvaluator, candidate: Candidate, out_dir=None, **options: object) -> EvalResult:
@@ -47,6 +53,11 @@ def register_toy_task_with_faults() -> str:
             os._exit(3)
         if candidate.kd.seed == HANG_SEED:
             time.sleep(3600)
+        if candidate.kd.seed == KILL_ONCE_SEED:
+            marker = Path(os.environ[MARKERS_ENV]) / candidate.content_hash()
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
         return original(self, candidate, out_dir, **options)
 
     StudentEvaluator.evaluate = faulty

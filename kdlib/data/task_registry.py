@@ -45,6 +45,25 @@ class TaskData:
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    def in_memory(self) -> TaskData:
+        """This task with every set held in memory (a set memory-mapped from a local cache file is copied), so it can
+        be sent to a worker on another machine."""
+        import dataclasses
+
+        import datasets
+
+        def loaded(data: datasets.Dataset) -> datasets.Dataset:
+            if not data.cache_files:
+                return data
+            return datasets.Dataset.from_dict(data.to_dict(), features=data.features)
+
+        return dataclasses.replace(
+            self,
+            splits=datasets.DatasetDict({name: loaded(data) for name, data in self.splits.items()}),
+            ood={name: loaded(data) for name, data in self.ood.items()},
+            ood_dev={name: loaded(data) for name, data in self.ood_dev.items()},
+        )
+
     def evaluation_sets(self) -> dict[str, datasets.Dataset]:
         """Every set a model is scored on: ``validation``, ``test``, ``ood-dev/<name>`` and ``ood/<name>`` (test
         half) for each OOD set."""

@@ -131,9 +131,9 @@ def load_task_for_teacher(source: str | DataSpec, folder: str | Path | None, *, 
     return load_task(source.model_copy(update={"label_names": ordered}), progress=progress)
 
 
-def folder_teacher_key(folder: Path, task: TaskData) -> str:
-    """sha256 of the teacher's weights, config and tokenizer files and of the task's data fingerprint."""
-    names = sorted(
+def model_file_names(folder: Path) -> list[str]:
+    """The names of the files in ``folder`` that make a model: weights, config and tokenizer, sorted."""
+    return sorted(
         path.name
         for path in folder.iterdir()
         if path.is_file()
@@ -144,6 +144,11 @@ def folder_teacher_key(folder: Path, task: TaskData) -> str:
             or path.suffix == ".model"
         )
     )
+
+
+def folder_teacher_key(folder: Path, task: TaskData) -> str:
+    """sha256 of the teacher's weights, config and tokenizer files and of the task's data fingerprint."""
+    names = model_file_names(folder)
     return sha256_json(
         {
             "files": {name: sha256_file(folder / name) for name in names},

@@ -34,15 +34,29 @@ def _settings(config_file: Path | None, given: dict[str, Any]) -> SearchConfig:
 @model_flags((SearchConfig, "Search"), exclude=CONFIG_ONLY)
 def search(
     config: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML with these settings.")] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="On resume, withdraw the run's failed evaluations (NaN loss, OOM, timeout, a worker that kept "
+            "dying) from its ledger, giving their budget back, and evaluate them again when the agent asks for them "
+            "(default: keep them as results).",
+        ),
+    ] = False,
     **values: Any,
 ) -> None:
-    """Run a search into a run folder; the same command again resumes it (nothing evaluated twice)."""
+    """Run a search into a run folder; the same command again resumes it (nothing evaluated twice; failed
+    evaluations are kept unless --retry-failed)."""
     from distilsearch.search.cli.pareto import PREDICTED, predicted_count, report_frontiers
     from distilsearch.search.run import RunError, run_search
 
     settings = _settings(config, values)
     try:
-        run = run_search(settings, notify=lambda text: console.print(f"note: {text}", highlight=False))
+        run = run_search(
+            settings,
+            notify=lambda text: console.print(f"note: {text}", highlight=False),
+            retry_failed=retry_failed,
+        )
     except RunError as error:
         fail(str(error))
     except ValueError as error:  # a resume with other settings (ResumeMismatch)

@@ -148,6 +148,29 @@ def test_put_is_idempotent_and_checks_the_key(store: EvaluationStore) -> None:
         store.put(key, first, **(META | {"fidelity": "high"}))
 
 
+def test_a_failed_row_is_replaced_only_when_asked(store: EvaluationStore) -> None:
+    failed, ok = result_for(status="failed", error="CUDA out of memory"), result_for(accuracy=0.8)
+    key = put(store, failed)
+    assert store.put(key, ok, **META) is False and store[key] == failed
+    assert store.put(key, ok, **META, replace_failed=True) is True and store[key] == ok
+    assert store.put(key, failed, **META, replace_failed=True) is False and store[key] == ok
+
+
+def test_get_or_evaluate_retries_a_stored_failure_only_with_retry_failed(store: EvaluationStore) -> None:
+    failed, ok = result_for(status="failed", error="loss became NaN"), result_for(accuracy=0.8)
+    key = put(store, failed)
+    calls: list[int] = []
+
+    def evaluate() -> EvalResult:
+        calls.append(1)
+        return ok
+
+    assert store.get_or_evaluate(key, evaluate, **META) == failed and calls == []
+    assert store.get_or_evaluate(key, evaluate, **META, retry_failed=True) == ok and len(calls) == 1
+    assert store[key] == ok and store.get_or_evaluate(key, evaluate, **META, retry_failed=True) == ok
+    assert len(calls) == 1
+
+
 def test_rows_filter_and_export(store: EvaluationStore, tmp_path: Path) -> None:
     put(store, result_for(0, accuracy=0.8))
     put(store, result_for(1, "failed", error="boom"))

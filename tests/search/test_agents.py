@@ -78,6 +78,34 @@ class BatchCountingEvaluator(CountingEvaluator):
         return [super(BatchCountingEvaluator, self).evaluate(candidate) for candidate in candidates]
 
 
+class FlakyEvaluator(CountingEvaluator):
+    """A CountingEvaluator whose first evaluation of each candidate in ``fail`` diverges (a ``failed`` result, as a
+    live training with a NaN loss gives); with ``retry_failed`` it evaluates a stored failure again, as the live
+    evaluators do."""
+
+    def __init__(self, table: TableEvaluator, store: EvaluationStore, fail: set[str]) -> None:
+        super().__init__(table, store)
+        self.fail, self.retry_failed = set(fail), False
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        def real() -> EvalResult:
+            self.calls += 1
+            if candidate.content_hash() in self.fail:
+                self.fail.discard(candidate.content_hash())
+                return EvalResult(candidate=candidate, status="failed", error="loss became NaN at step 3")
+            return self.table.evaluate(candidate)
+
+        key = evaluation_key(candidate, self.task, self.teacher_key, self.fidelity)
+        return self.store.get_or_evaluate(
+            key,
+            real,
+            task=self.task,
+            teacher_key=self.teacher_key,
+            fidelity=self.fidelity,
+            retry_failed=self.retry_failed,
+        )
+
+
 def counting(table: TableEvaluator, directory: Path) -> CountingEvaluator:
     return CountingEvaluator(table, EvaluationStore(directory / "store.sqlite"))
 
@@ -162,6 +190,36 @@ def test_the_ledger_carries_the_budget_into_a_resumed_run(table: TableEvaluator,
     path.write_text("".join([*lines[:2], "not json\n", *lines[2:]]), encoding="utf-8")
     with pytest.raises(ValueError, match="line 3 is not a ledger entry"):
         BudgetedEvaluator(table, 5, history_path=path)
+
+
+def test_failed_evaluations_are_kept_on_resume_unless_retry_failed_withdraws_them(
+    table: TableEvaluator, tmp_path: Path
+) -> None:
+    path = tmp_path / "run" / HISTORY_FILE
+    a, b, c = first_candidates(3)
+    flaky = FlakyEvaluator(table, EvaluationStore(tmp_path / "store.sqlite"), fail={a.content_hash()})
+    first = BudgetedEvaluator(flaky, 2, reward=REWARD, history_path=path)
+    assert first.evaluate(a).status == "failed" and first.evaluate(b).status == "ok"
+    kept = BudgetedEvaluator(flaky, 2, reward=REWARD, history_path=path)
+    assert kept.spent == 2 and kept.evaluate(a).status == "failed" and flaky.calls == 2
+
+    flaky.retry_failed = True
+    retried = BudgetedEvaluator(flaky, 2, reward=REWARD, history_path=path, retry_failed=True)
+    assert (retried.spent, [e.candidate for e in retried.history]) == (1, [b])
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1]) == {
+        "withdrawn": {"candidate_hash": a.content_hash(), "fidelity": table.fidelity}
+    }
+    assert retried.evaluate(a).status == "ok" and flaky.calls == 3
+    assert retried.spent == 2 and [(e.index, e.candidate) for e in retried.history] == [(0, b), (1, a)]
+    with pytest.raises(BudgetExhausted):
+        retried.evaluate(c)
+
+    reloaded = BudgetedEvaluator(table, 3, reward=REWARD, history_path=path)
+    assert reloaded.spent == 2 and reloaded.lookup(a).result.status == "ok"
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"withdrawn": {"candidate_hash": c.content_hash(), "fidelity": table.fidelity}}) + "\n")
+    with pytest.raises(ValueError, match=f"it withdraws .*{c.content_hash()}.*which no earlier line records"):
+        BudgetedEvaluator(table, 3, history_path=path)
 
 
 def test_a_batch_spends_one_unit_per_new_candidate_or_nothing(table: TableEvaluator, tmp_path: Path) -> None:

@@ -4,11 +4,10 @@ one training, the recorded space, and the errors for a table that belongs to ano
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
-from ray_helpers import FAST_LATENCY, TOY_RECIPE, TOY_TASK, register_toy_task
+from ray_helpers import FAST_LATENCY
 from typer.testing import CliRunner
 
 from distilsearch.envs.bench_space import BENCH_DIMENSIONS, bench_space
@@ -16,7 +15,6 @@ from distilsearch.envs.bench_table import BenchTable, BenchTableError, write_ben
 from distilsearch.envs.live import LiveEvaluator
 from distilsearch.envs.ray_evaluator import RayEvaluator
 from distilsearch.envs.space import SearchSpace, TeacherShape
-from distilsearch.envs.store import EvaluationStore
 from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.training.teacher import Teacher
 from distilsearch.search.bench_build import build_bench, build_plan, training_key
@@ -24,7 +22,6 @@ from distilsearch.search.bench_datasheet import render_datasheet
 from distilsearch.search.cli.main import app
 
 runner = CliRunner()
-TESTS_DIR = Path(__file__).resolve().parents[1]
 
 FIXED = {"hidden_size": 32, "num_heads": 4, "ffn_size": 32, "max_steps": 4, "batch_size": 8, "max_length": 16}
 
@@ -102,35 +99,33 @@ def test_build_resumes_from_the_table_and_int8_twins_share_one_training(toy, tmp
         build_bench(live(toy), tiny_space(toy[0], alpha=(0.0, 0.5)), path, plan=plan)
 
 
-def test_a_ray_build_runs_trainings_in_parallel_with_each_twin_beside_its_fp32(
-    toy, tmp_path: Path, tiny_bert_dir: Path
-) -> None:
-    space = tiny_space(toy[0])
+def test_a_ray_build_runs_trainings_in_parallel_with_each_twin_beside_its_fp32(toy, tmp_path: Path) -> None:
+    teacher, task = toy
+    space = tiny_space(teacher)
     plan = build_plan(space, noise_trainings=0)
-    python_path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
     with RayEvaluator(
-        TOY_TASK,
+        task,
+        teacher=teacher,
         num_workers=2,
         run_dir=tmp_path / "ray",
         fidelity="full",
         device="cpu",
-        teacher_recipe=TOY_RECIPE,
-        base_dir=tiny_bert_dir,
         latency=FAST_LATENCY,
-        setup=register_toy_task,
-        runtime_env={"env_vars": {"PYTHONPATH": python_path, "DISTILSEARCH_HOME": str(tmp_path / "home")}},
+        runtime_env={"env_vars": {"DISTILSEARCH_HOME": str(tmp_path / "home")}},
         object_store_bytes=100 * 2**20,
         startup_timeout_s=120,
         remeasure_teacher_latency=True,
     ) as pool:
         report = build_bench(pool, space, tmp_path / "bench.parquet", plan=plan, max_new=4)
-        pids = {row.pid for row in EvaluationStore(pool.store_path).rows()}
     assert (report.rows, report.added, report.remaining) == (4, 4, len(plan) - 4)
     rows = {r.candidate.content_hash(): r for r in BenchTable.load(tmp_path / "bench.parquet").results()}
     for fp32, int8 in zip(plan[0:4:2], plan[1:4:2], strict=True):
-        assert rows[fp32.content_hash()].status == rows[int8.content_hash()].status == "ok"
-        assert rows[int8.content_hash()].provenance["trained_with"] == fp32.content_hash()
-    assert len(pids) == 2, "the two trainings should have run on both workers"
+        a, b = rows[fp32.content_hash()], rows[int8.content_hash()]
+        assert a.status == b.status == "ok"
+        assert b.provenance["trained_with"] == fp32.content_hash()
+        assert a.provenance["worker"] == b.provenance["worker"]
+    workers = {rows[c.content_hash()].provenance["worker"]["pid"] for c in plan[:4]}
+    assert len(workers) == 2, "the two trainings should have run on both workers"
 
 
 def test_a_table_of_another_teacher_or_level_is_refused(toy, tmp_path: Path) -> None:
