@@ -1,6 +1,6 @@
 """A search across a two-node Ray cluster on one machine (loopback only): the workers live on a node of their own
-with an empty ``DISTILSEARCH_HOME`` and no part in the run folder; the driver alone writes the store and the ledger,
-and nothing is evaluated twice."""
+with an empty ``DISTILSEARCH_HOME`` and no part in the run folder; the driver alone writes the store, the ledger and
+the students the workers send back, and nothing is evaluated twice."""
 
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ def test_a_search_runs_on_the_other_node_and_the_driver_writes_everything(
         teacher=teacher,
         num_workers=2,
         run_dir=run_dir,
+        students_dir=run_dir / "students",
         fidelity=Fidelity("tiny", max_steps=6),
         device="cpu",
         latency=FAST_LATENCY,
@@ -90,3 +91,6 @@ def test_a_search_runs_on_the_other_node_and_the_driver_writes_everything(
     workers = {entry.result.provenance["worker"]["node"] for entry in budgeted.entries()}
     assert workers == {worker_node}
     assert not (worker_home / "teachers").exists(), "no worker fine-tuned or cached a teacher of its own"
+    for row in rows:
+        student = Path(row.result.student_path)
+        assert student == run_dir / "students" / row.key and (student / "model.safetensors").is_file()
