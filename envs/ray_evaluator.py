@@ -75,6 +75,7 @@ MAX_TEMP_DIR_BYTES = 40
 LOOPBACK = "127.0.0.1"
 SHORT_TEMP_PARENT = "/tmp"
 POLL_SECONDS = 1.0
+WORKER_FOLDER_PREFIX = "kdsearch-worker-"
 
 logger = logging.getLogger(__name__)
 
@@ -219,15 +220,39 @@ def extract_archive(data: bytes, folder: Path) -> None:
         archive.extractall(folder, filter="data")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_worker_folders(parent: Path) -> list[Path]:
+    """Remove the private folders (``kdsearch-worker-<pid>-*``) under ``parent`` of workers no longer running: a
+    killed worker cannot clean up its copy of the teacher. Returns what was removed."""
+    removed = []
+    for folder in parent.glob(f"{WORKER_FOLDER_PREFIX}*"):
+        pid = folder.name.removeprefix(WORKER_FOLDER_PREFIX).split("-")[0]
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 class EvaluationWorker:
-    """The Ray actor body: the driver's teacher unpacked into a private folder, one storeless evaluator, one
+    """The Ray actor body: the driver's teacher unpacked into a private folder (``kdsearch-worker-<pid>-*`` in the
+    temporary directory; those of dead workers are removed when a worker starts), one storeless evaluator, one
     candidate at a time."""
 
     def __init__(self, settings: WorkerSettings, package: TeacherPackage, task: TaskData) -> None:
         if settings.setup is not None:
             settings.setup()
         torch.set_num_threads(settings.threads)
-        self.folder = Path(tempfile.mkdtemp(prefix="kdsearch-worker-"))
+        remove_stale_worker_folders(Path(tempfile.gettempdir()))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{WORKER_FOLDER_PREFIX}{os.getpid()}-"))
         self.teacher = unpack_teacher(package, self.folder / "teacher")
         self.files_sha256 = package.files_sha256
         self.students_dir = self.folder / "students" if settings.keep_students else None

@@ -4,6 +4,8 @@ which alone writes the store; dead, killed and stuck workers; the failed-result 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,12 @@ from toy_table import TOY_TEACHER
 
 from distilsearch.envs.evaluators import BatchEvaluator, Evaluator
 from distilsearch.envs.fidelity import Fidelity
-from distilsearch.envs.ray_evaluator import MAX_TEMP_DIR_BYTES, RayEvaluator
+from distilsearch.envs.ray_evaluator import (
+    MAX_TEMP_DIR_BYTES,
+    WORKER_FOLDER_PREFIX,
+    RayEvaluator,
+    remove_stale_worker_folders,
+)
 from distilsearch.envs.space import SearchSpace
 from distilsearch.envs.store import EvaluationStore
 from distilsearch.kdlib.students.candidate import EvalResult
@@ -171,6 +178,17 @@ def test_a_dnas_sweep_refuses_a_ray_whose_cpus_are_all_held(pool: RayEvaluator) 
         NoRoomForTrials, match=r"a DNAS trial needs 1 CPU, but the Ray already running has 0 free \(of 2\)"
     ):
         check_room({"cpu": 1, "gpu": 0})
+
+
+def test_the_folders_of_dead_workers_are_removed(tmp_path: Path) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{WORKER_FOLDER_PREFIX}{int(finished.stdout)}-abc"
+    alive = tmp_path / f"{WORKER_FOLDER_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "kdsearch-something-else"
+    for folder in (dead, alive, other):
+        (folder / "teacher").mkdir(parents=True)
+    assert remove_stale_worker_folders(tmp_path) == [dead]
+    assert not dead.exists() and alive.is_dir() and other.is_dir()
 
 
 def test_bad_settings_are_rejected_before_ray_starts(tmp_path: Path) -> None:
