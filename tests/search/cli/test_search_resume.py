@@ -1,4 +1,5 @@
-"""A live search killed with SIGKILL midway resumes with the same command: nothing evaluated twice, same budget."""
+"""A live search killed with SIGKILL midway resumes with the same command: nothing evaluated twice, same budget; in
+this process and on Ray workers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parents[2]
 ENTRY = (
     "import sys; from ray_helpers import register_toy_task; register_toy_task(); "
@@ -19,7 +22,7 @@ ENTRY = (
 BUDGET = 4
 
 
-def command(run: Path, base: Path) -> list[str]:
+def command(run: Path, base: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-c",
@@ -39,6 +42,7 @@ def command(run: Path, base: Path) -> list[str]:
         str(run),
         "--seed",
         "3",
+        *extra,
     ]
 
 
@@ -59,10 +63,16 @@ def distillations(run: Path) -> list[int]:
     return [int(count) for count in re.findall(r"distillations in this process: (\d+)", text)]
 
 
-def test_sigkill_midway_then_resume(tiny_bert_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_midway_then_resume(tiny_bert_dir: Path, tmp_path: Path, workers: int) -> None:
     run = tmp_path / "run"
+    extra = ("--workers", str(workers))
     first = subprocess.Popen(
-        command(run, tiny_bert_dir), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command(run, tiny_bert_dir, *extra),
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 240
     while len(ledger(run)) < 2 and first.poll() is None and time.monotonic() < deadline:
@@ -72,7 +82,13 @@ def test_sigkill_midway_then_resume(tiny_bert_dir: Path, tmp_path: Path) -> None
     first.wait(timeout=30)
     completed_before_kill = len(ledger(run))
     assert 2 <= completed_before_kill < BUDGET
-    second = subprocess.run(command(run, tiny_bert_dir), env=environment(), capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        command(run, tiny_bert_dir, *extra, "--retry-failed"),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     entries = ledger(run)
     hashes = [json.dumps(entry["candidate"], sort_keys=True) for entry in entries]
