@@ -6,11 +6,14 @@ import platform
 import sys
 from pathlib import Path
 
+import datasets
 import torch
 
 from distilsearch.kdlib.core.versions import runtime_versions
 from distilsearch.kdlib.data.tasks import load_task
 from distilsearch.kdlib.student_evaluator import StudentEvaluator
+from distilsearch.kdlib.students.specs import KDConfig
+from distilsearch.kdlib.training.distiller import DistillationOutcome, distill
 from distilsearch.kdlib.training.teacher import get_teacher
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -20,6 +23,31 @@ def default_evaluator(task: str = "rt-polarity", progress: bool = False, **optio
     """The default teacher of ``task`` (fine-tuned once, then cached) wrapped for candidate evaluation."""
     teacher = get_teacher(task, progress=progress)
     return StudentEvaluator(teacher, load_task(task, progress=False), progress=progress, **options)
+
+
+def distil_from(
+    evaluator: StudentEvaluator,
+    student: torch.nn.Module,
+    train: datasets.Dataset,
+    validation: datasets.Dataset,
+    config: KDConfig,
+    logits: torch.Tensor | None,
+    device: torch.device | None = None,
+) -> DistillationOutcome:
+    """Distil ``student`` in place from ``evaluator``'s teacher on ``device`` (default: the evaluator's), with cached
+    teacher ``logits`` or, when None, the teacher run online."""
+    device = evaluator.device if device is None else device
+    return distill(
+        evaluator.teacher_model.to(device),
+        student.to(device),
+        train,
+        validation,
+        config,
+        teacher_logits=logits,
+        pad_id=evaluator.pad_id,
+        device=device,
+        progress=False,
+    )
 
 
 def environment_line() -> str:

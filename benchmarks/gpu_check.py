@@ -30,12 +30,18 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
+from benchmarks.common import (
+    RESULTS,
+    command_line,
+    default_evaluator,
+    distil_from,
+    environment_line,
+    markdown_table,
+)
 from distilsearch.envs.store import EvaluationStore
 from distilsearch.kdlib.measure.latency import LatencyProtocol, measure_latency
 from distilsearch.kdlib.students.cutting import cut_student
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
-from distilsearch.kdlib.training.distiller import distill
 
 SPEC = StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768)
 BATCH, MAX_LENGTH = 32, 64
@@ -56,26 +62,20 @@ def precision_probe(model: torch.nn.Module, device: torch.device) -> Iterator[li
         handle.remove()
 
 
-def kd_seconds(evaluator, student, train, validation, logits, steps: int, device: torch.device) -> float:
-    """Wall seconds of ``steps`` logit-KD steps of a copy of ``student`` on ``device``."""
+def logit_kd(evaluator, student, train, validation, logits, steps: int, device: torch.device) -> None:
+    """``steps`` logit-KD steps of ``student`` (trained in place) on ``device`` with cached teacher logits."""
     config = KDConfig(alpha=0.5, temperature=2.0, max_steps=steps, batch_size=BATCH, max_length=MAX_LENGTH)
-    teacher = evaluator.teacher_model.to(device)
-    started = time.perf_counter()
-    outcome = distill(
-        teacher,
-        copy.deepcopy(student).to(device),
-        train,
-        validation,
-        config,
-        teacher_logits=logits,
-        pad_id=evaluator.pad_id,
-        device=device,
-        progress=False,
-    )
+    outcome = distil_from(evaluator, student, train, validation, config, logits, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     if outcome.status != "ok":
         raise SystemExit(f"distillation on {device} failed: {outcome.error}")
+
+
+def kd_seconds(evaluator, student, train, validation, logits, steps: int, device: torch.device) -> float:
+    """Wall seconds of ``steps`` logit-KD steps of a copy of ``student`` on ``device``."""
+    started = time.perf_counter()
+    logit_kd(evaluator, copy.deepcopy(student), train, validation, logits, steps, device)
     return time.perf_counter() - started
 
 
@@ -88,19 +88,8 @@ def check_precision(evaluator, student, train, validation, logits, device: torch
     """Rows (phase, autocast, dtype, expected, verdict) for training and latency measurement on ``device``."""
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     trained = copy.deepcopy(student).to(device)
-    config = KDConfig(alpha=0.5, temperature=2.0, max_steps=2, batch_size=BATCH, max_length=MAX_LENGTH)
     with precision_probe(trained, device) as training:
-        distill(
-            evaluator.teacher_model.to(device),
-            trained,
-            train,
-            validation,
-            config,
-            teacher_logits=logits,
-            pad_id=evaluator.pad_id,
-            device=device,
-            progress=False,
-        )
+        logit_kd(evaluator, trained, train, validation, logits, 2, device)
     with precision_probe(trained, device) as latency:
         measure_latency(trained.eval(), PROBE_LATENCY, trained.config.vocab_size, device)
     rows = []

@@ -19,10 +19,16 @@ import time
 
 import torch
 
-from benchmarks.common import RESULTS, command_line, default_evaluator, environment_line, markdown_table
+from benchmarks.common import (
+    RESULTS,
+    command_line,
+    default_evaluator,
+    distil_from,
+    environment_line,
+    markdown_table,
+)
 from distilsearch.kdlib.students.cutting import cut_student
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
-from distilsearch.kdlib.training.distiller import distill
 from distilsearch.kdlib.training.finetune import FineTuneRecipe, fine_tune
 
 SPEC = StudentSpec(
@@ -70,17 +76,7 @@ def main() -> None:
             alpha=0.5, temperature=2.0, max_steps=steps, batch_size=BATCH, max_length=MAX_LENGTH, lr=LEARNING_RATE
         )
         started = time.perf_counter()
-        outcome = distill(
-            teacher,
-            copy.deepcopy(student),
-            train,
-            validation,
-            config,
-            teacher_logits=logits,
-            pad_id=evaluator.pad_id,
-            device=device,
-            progress=False,
-        )
+        outcome = distil_from(evaluator, copy.deepcopy(student), train, validation, config, logits)
         assert outcome.status == "ok", outcome.error
         assert (outcome.teacher_forward_batches == 0) == (logits is not None)
         return time.perf_counter() - started

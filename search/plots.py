@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from distilsearch.envs.surrogate import is_predicted
 from distilsearch.kdlib.students.candidate import EvalResult
-from distilsearch.search.pareto import frontier, get_objective, majority_value, usable
+from distilsearch.search.pareto import Objective, frontier, get_objective, majority_value, usable
 
 FIGURE_SIZE = (7.5, 5.0)
 DPI = 120
@@ -48,6 +48,31 @@ def _save(figure: Figure, axes: Axes, path: str | Path, empty: bool, empty_text:
     return path
 
 
+def _scatter(
+    axes: Axes,
+    shown: Sequence[EvalResult],
+    objectives: tuple[Objective, Objective],
+    colour: tuple[float, ...],
+    predicted: bool,
+    *,
+    on_front: bool,
+    label: str | None = None,
+) -> None:
+    """Dots of ``shown``: measured ones filled, a surrogate's predictions hollow; frontier points large, outlined."""
+    if not shown:
+        return
+    x, y = objectives
+    if on_front:
+        style = {"s": 42, "zorder": 3, "linewidths": 1.2 if predicted else 0.6}
+        style |= (
+            {"facecolors": "white", "edgecolors": colour} if predicted else {"color": colour, "edgecolors": "black"}
+        )
+    else:
+        style = {"s": 16, "alpha": 0.5 if predicted else 0.25, "linewidths": 0.8 if predicted else 0}
+        style |= {"facecolors": "none", "edgecolors": colour} if predicted else {"color": colour}
+    axes.scatter([x.read(r) for r in shown], [y.read(r) for r in shown], label=label, **style)
+
+
 def frontier_figure(
     runs: Mapping[str, Sequence[EvalResult]],
     teacher: tuple[float, float] | None = None,
@@ -69,36 +94,17 @@ def frontier_figure(
         front = frontier(points, names)
         for predicted in (False, True):
             shown = [r for r in points if is_predicted(r) == predicted]
-            axes.scatter(
-                [x_objective.read(r) for r in shown],
-                [y_objective.read(r) for r in shown],
-                s=16,
-                facecolors="none" if predicted else colour,
-                edgecolors=colour if predicted else "none",
-                alpha=0.5 if predicted else 0.25,
-                linewidths=0.8 if predicted else 0,
-            )
+            _scatter(axes, shown, (x_objective, y_objective), colour, predicted, on_front=False)
         front_x, front_y = [x_objective.read(r) for r in front], [y_objective.read(r) for r in front]
         axes.step(front_x, front_y, where="post", color=colour, linewidth=1.5)
-        predicted_front = [r for r in front if is_predicted(r)]
-        measured_front = [r for r in front if not is_predicted(r)]
         label = f"{run}: {len(front)} on the frontier of {len(points)}"
-        if predicted_front or any(is_predicted(r) for r in points):
+        if any(is_predicted(r) for r in points):
             label += f" ({sum(map(is_predicted, points))} predicted (surrogate), hollow)"
-        for shown, predicted in ((measured_front, False), (predicted_front, True)):
-            if not shown:
-                continue
-            axes.scatter(
-                [x_objective.read(r) for r in shown],
-                [y_objective.read(r) for r in shown],
-                s=42,
-                facecolors="white" if predicted else colour,
-                edgecolors=colour if predicted else "black",
-                linewidths=1.2 if predicted else 0.6,
-                zorder=3,
-                label=label,
-            )
-            label = None
+        measured_front = [r for r in front if not is_predicted(r)]
+        _scatter(axes, measured_front, (x_objective, y_objective), colour, False, on_front=True, label=label)
+        predicted_front = [r for r in front if is_predicted(r)]
+        second_label = None if measured_front else label
+        _scatter(axes, predicted_front, (x_objective, y_objective), colour, True, on_front=True, label=second_label)
         plotted += len(points)
     if teacher is not None:
         axes.scatter(*teacher, marker="*", s=260, color="gold", edgecolors="black", zorder=4, label="teacher")
