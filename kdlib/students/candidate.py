@@ -22,7 +22,7 @@ class Candidate(BaseModel):
 
     def content_hash(self) -> str:
         """A stable 16-hex-digit identity of (spec, kd), equal across processes and machines."""
-        return sha256_json(self.model_dump(mode="json"))[:16]
+        return sha256_json({"spec": self.spec.hashed_fields(), "kd": self.kd.hashed_fields()})[:16]
 
     def summary(self) -> str:
         """A one-line description, e.g. ``L4 H384 A12 F1536 a0.5 T2`` (plus ``w8`` / ``w2`` and ``trim``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -32,19 +32,35 @@ PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Selection = Literal["importance", "position"]
 
 
-class _HashedModel(BaseModel):
-    """Frozen, strict-keyed base with a process-independent content hash."""
+class HashedModel(BaseModel):
+    """Frozen, strict-keyed base with a process-independent content hash.
+
+    ``LATER_FIELDS`` names fields added after hashes of the model were first stored (in tables, stores, ledgers): such
+    a field is left out of the hash while it holds its default, so adding one never changes a stored hash.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """The JSON form of the fields that make the hash: all of them, less later fields at their default."""
+        fields = type(self).model_fields
+        return {
+            name: value
+            for name, value in self.model_dump(mode="json").items()
+            if not (
+                name in self.LATER_FIELDS and getattr(self, name) == fields[name].get_default(call_default_factory=True)
+            )
+        }
 
     def content_hash(self) -> str:
-        """First 16 hex chars of the sha256 of the class name plus the sorted-key JSON of all fields."""
-        payload = {"kind": type(self).__name__, "fields": self.model_dump(mode="json")}
+        """First 16 hex chars of the sha256 of the class name plus the sorted-key JSON of :meth:`hashed_fields`."""
+        payload = {"kind": type(self).__name__, "fields": self.hashed_fields()}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-class StudentSpec(_HashedModel):
+class StudentSpec(HashedModel):
     """A BERT student: its sizes and how each part is chosen from (or not taken from) the teacher.
 
     Sizes are always concrete; :meth:`identity` builds the spec that keeps the whole teacher.
@@ -118,7 +134,7 @@ class StudentSpec(_HashedModel):
         return self
 
 
-class KDConfig(_HashedModel):
+class KDConfig(HashedModel):
     """How a student is distilled from its teacher.
 
     Prediction loss (Hinton et al.): ``alpha * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) *

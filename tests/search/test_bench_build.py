@@ -52,6 +52,17 @@ def test_the_bench_space_has_240_candidates_from_120_trainings() -> None:
     assert set(BENCH_DIMENSIONS) <= set(space.names)
 
 
+def test_the_plan_and_its_hashes_are_those_of_the_committed_table() -> None:
+    # A change of plan order or of candidate hashes would make the build redo (or orphan) committed rows.
+    plan = build_plan(bench_space())
+    assert [plan[i].content_hash() for i in (0, 1, 61, 299)] == [
+        "dd5ac1db155ec4ef",
+        "59e58f22b00a9101",
+        "6f40339647048435",
+        "0eb67ef8acd9d056",
+    ]
+
+
 def test_plan_keeps_twins_adjacent_fp32_first_and_is_seeded() -> None:
     space = bench_space()
     plan = build_plan(space, noise_trainings=3)

@@ -1,7 +1,10 @@
+import hashlib
+import json
+
 import pytest
 
 from distilsearch.kdlib.students.candidate import Candidate, EvalResult, LatencyPoint
-from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.students.specs import HashedModel, KDConfig, StudentSpec
 
 SPEC = StudentSpec(num_layers=2, hidden_size=32, num_heads=4, ffn_size=64)
 
@@ -12,6 +15,32 @@ def test_candidate_json_round_trip_and_stable_hash() -> None:
     assert again == candidate and again.content_hash() == candidate.content_hash()
     assert Candidate(spec=SPEC, kd=KDConfig(alpha=0.6)).content_hash() != candidate.content_hash()
     assert hash(candidate) == hash(again)
+
+
+def test_hashes_of_stored_candidates_never_change() -> None:
+    # Published in KD-Bench's table, run ledgers and evaluation stores: a change here orphans all of them.
+    candidate = Candidate(spec=StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768))
+    assert (candidate.content_hash(), candidate.spec.content_hash(), candidate.kd.content_hash()) == (
+        "d5c161422f033841",
+        "78550adb291533e2",
+        "acccd4c2cc603cab",
+    )
+
+
+class Recipe(HashedModel):
+    """A model that gained ``ratio`` after its hashes were stored."""
+
+    LATER_FIELDS = frozenset({"ratio"})
+    alpha: float = 0.5
+    ratio: float = 0.0
+
+
+def test_a_later_field_at_its_default_leaves_the_hash_unchanged() -> None:
+    now, changed = Recipe(alpha=0.7), Recipe(alpha=0.7, ratio=0.2)
+    assert now.hashed_fields() == {"alpha": 0.7} and changed.hashed_fields() == {"alpha": 0.7, "ratio": 0.2}
+    # the hash a Recipe had before it gained ``ratio``
+    before = json.dumps({"kind": "Recipe", "fields": {"alpha": 0.7}}, sort_keys=True, separators=(",", ":"))
+    assert now.content_hash() == hashlib.sha256(before.encode("utf-8")).hexdigest()[:16] != changed.content_hash()
 
 
 def test_candidate_rejects_unknown_fields() -> None:
