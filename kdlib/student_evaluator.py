@@ -21,12 +21,14 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from distilsearch.kdlib.core.device import describe_device, select_device
 from distilsearch.kdlib.core.versions import runtime_versions
 from distilsearch.kdlib.data.batching import DynamicPadding, pad_token_id
+from distilsearch.kdlib.data.general_corpus import CORPUS_NAME, CORPUS_VERSION, tokenized_general_corpus
 from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.data.tokenization import tokenize_task
 from distilsearch.kdlib.measure.export import export_student
@@ -42,6 +44,7 @@ from distilsearch.kdlib.students.quantization import (
     quantize_int8_dynamic,
     quantized_size_bytes,
 )
+from distilsearch.kdlib.students.specs import KDConfig
 from distilsearch.kdlib.students.vocabulary import MappedInputs, vocabulary_map
 from distilsearch.kdlib.training.distiller import DistillationOutcome, distill
 from distilsearch.kdlib.training.teacher import Teacher
@@ -106,6 +109,7 @@ class StudentEvaluator:
         self.teacher_model = teacher.load_model(self.device, eager_attention=True)
         self.teacher_config = self.teacher_model.config
         self._sets: dict[int, dict] = {}
+        self._general: dict[int, datasets.Dataset] = {}
         self._teacher_scores: dict[int, dict[str, float]] = {}
         self._teacher_latency: dict[str, dict[tuple[int, int], LatencyStats]] = {}
         self._student_latency: dict[tuple[str, str], list[LatencyPoint]] = {}
@@ -116,6 +120,17 @@ class StudentEvaluator:
         if max_length not in self._sets:
             self._sets[max_length] = tokenize_task(self.task, self.tokenizer, max_length, progress=self.progress)
         return self._sets[max_length]
+
+    def general_set(self, kd: KDConfig) -> datasets.Dataset | None:
+        """The tokenized set ``kd``'s general stage trains on: None (the task's train set) unless a general stage runs
+        on ``general-en`` (tokenized once per length, cached on disk and in memory)."""
+        if kd.general_distillation_steps == 0 or kd.general_corpus != CORPUS_NAME:
+            return None
+        if kd.max_length not in self._general:
+            self._general[kd.max_length] = tokenized_general_corpus(
+                self.task, self.tokenizer, kd.max_length, progress=self.progress
+            )
+        return self._general[kd.max_length]
 
     def teacher_scores(self, max_length: int) -> dict[str, float]:
         """The teacher's accuracy on validation, test and every OOD half at ``max_length`` (from cached teacher
@@ -242,7 +257,9 @@ class StudentEvaluator:
             train_seconds=train_seconds,
             eval_seconds=time.perf_counter() - started - train_seconds,
             student_path=str(path) if path else None,
-            provenance=self._provenance(outcome) | _shared_training(twin, candidate),
+            provenance=self._provenance(outcome)
+            | _shared_training(twin, candidate)
+            | self._corpus_record(candidate.kd),
         )
 
     def _train(
@@ -285,6 +302,7 @@ class StudentEvaluator:
             description=f"distilling {candidate.content_hash()}",
             curve_sets={name.removeprefix(OOD_DEV): data for name, data in sets.items() if name.startswith(OOD_DEV)},
             stop_after=stop_after,
+            general_set=self.general_set(kd),
         )
         return student, student_tokenizer, input_id_map, outcome
 
@@ -340,6 +358,13 @@ class StudentEvaluator:
         with tempfile.TemporaryDirectory(prefix="distilsearch-size-") as scratch:
             student.cpu().save_pretrained(scratch)
             return size_on_disk(Path(scratch)), None
+
+    def _corpus_record(self, kd: KDConfig) -> dict[str, dict[str, object]]:
+        """``{"general_corpus": name, version, rows}`` when the general stage ran on a general corpus."""
+        general = self.general_set(kd)
+        if general is None:
+            return {}
+        return {"general_corpus": {"name": kd.general_corpus, "version": CORPUS_VERSION, "rows": len(general)}}
 
     def _provenance(self, outcome: DistillationOutcome | None = None) -> dict:
         record = {

@@ -21,16 +21,19 @@ from collections.abc import Callable, Iterable, Mapping
 
 import datasets
 import pandas as pd
+from transformers import PreTrainedTokenizerBase
 
 from distilsearch.kdlib.core.atomic import lock_for, staging_dir
 from distilsearch.kdlib.core.hashing import sha256_json
 from distilsearch.kdlib.core.paths import cache_dir
 from distilsearch.kdlib.data.splits import normalise_text
 from distilsearch.kdlib.data.task_registry import TaskData
+from distilsearch.kdlib.data.tokenization import tokenize_cached
 
 CORPUS_NAME = "general-en"
 CORPUS_VERSION = 1
 CORPUS_FILE = "corpus.parquet"
+UNLABELLED = -1
 MIN_WORDS, MAX_WORDS = 5, 64
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"']?\s+(?=[\"'(]?[A-Z0-9])")
 TASK_SOURCES: dict[str, frozenset[str]] = {
@@ -115,3 +118,16 @@ def general_corpus_for(task: TaskData, corpus: pd.DataFrame) -> datasets.Dataset
     kept = corpus[keep]
     fingerprint = sha256_json({"corpus": list(kept["key"]), "task": task.fingerprint})[:24]
     return datasets.Dataset.from_dict({"text": list(kept["text"])}, info=datasets.DatasetInfo(description=fingerprint))
+
+
+def tokenized_general_corpus(
+    task: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int, *, progress: bool = True
+) -> datasets.Dataset:
+    """:func:`general_corpus_for` ``task`` from the embedded corpus, tokenized once per (tokenizer, ``max_length``)
+    and cached; each row's ``label`` is :data:`UNLABELLED` (the general stage reads no label)."""
+    corpus = general_corpus_for(task, embedded_general_corpus(progress))
+    unlabelled = corpus.add_column("label", [UNLABELLED] * len(corpus))
+    description = f"{CORPUS_NAME} for {task.name}"
+    return tokenize_cached(
+        unlabelled, ("text",), tokenizer, max_length, corpus.info.description, description, progress=progress
+    )

@@ -35,31 +35,33 @@ def tokenize_task(
 ) -> dict[str, datasets.Dataset]:
     """Tokenized ``train``, ``validation``, ``test``, ``ood-dev/<name>`` and ``ood/<name>`` sets (torch format,
     unpadded)."""
-    if max_length < 8:
-        raise ValueError(f"max_length must be >= 8, got {max_length}")
-    tokenizer_hash = tokenizer_fingerprint(tokenizer)
     sources = {split: (task.splits[split], task.fingerprint + split) for split in task.splits}
     sources |= {f"ood-dev/{name}": (data, task.ood_dev_fingerprints[name]) for name, data in task.ood_dev.items()}
     sources |= {f"ood/{name}": (data, task.ood_fingerprints[name]) for name, data in task.ood.items()}
-    tokenized = {}
-    for set_name, (dataset, fingerprint) in sources.items():
-        key = sha256_json({"data": fingerprint, "tokenizer": tokenizer_hash, "max_length": max_length})[:24]
-        tokenized[set_name] = _cached_tokenized(
-            dataset, task.text_fields, tokenizer, max_length, key, f"{task.name} {set_name}", progress
+    return {
+        set_name: tokenize_cached(
+            dataset, task.text_fields, tokenizer, max_length, fingerprint, f"{task.name} {set_name}", progress=progress
         )
-    return tokenized
+        for set_name, (dataset, fingerprint) in sources.items()
+    }
 
 
-def _cached_tokenized(
+def tokenize_cached(
     dataset: datasets.Dataset,
     text_fields: tuple[str, ...],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
-    key: str,
+    fingerprint: str,
     description: str,
-    progress: bool,
+    *,
+    progress: bool = True,
 ) -> datasets.Dataset:
-    target = cache_dir("tokenized") / key
+    """``dataset`` tokenized (torch format, unpadded; a ``label`` column kept), cached on disk under the key of
+    (``fingerprint`` of its content, tokenizer, ``max_length``)."""
+    if max_length < 8:
+        raise ValueError(f"max_length must be >= 8, got {max_length}")
+    key = sha256_json({"data": fingerprint, "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_length})
+    target = cache_dir("tokenized") / key[:24]
     with lock_for(target):
         if not (target / "dataset_info.json").is_file():
 
@@ -73,7 +75,7 @@ def _cached_tokenized(
                     batched=True,
                     remove_columns=list(text_fields),
                     desc=f"tokenizing {description}",
-                    new_fingerprint=key,
+                    new_fingerprint=key[:24],
                 )
                 with staging_dir(target) as staging:
                     encoded.save_to_disk(str(staging))

@@ -35,22 +35,26 @@ Selection = Literal["importance", "position"]
 class HashedModel(BaseModel):
     """Frozen, strict-keyed base with a process-independent content hash.
 
-    ``LATER_FIELDS`` names fields added after hashes of the model were first stored (in tables, stores, ledgers): such
-    a field is left out of the hash while it holds its default, so adding one never changes a stored hash.
+    ``LATER_FIELDS`` maps each field added after hashes of the model were first stored (in tables, stores, ledgers)
+    to the value that behaves as the model did before the field existed. A later field at that value, or one that has
+    no effect in this instance (:meth:`inert_fields`), is left out of the hash: adding a field changes a stored hash
+    exactly when it changes what is trained.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {}
+
+    def inert_fields(self) -> set[str]:
+        """The later fields that have no effect in this instance (none unless a model says so)."""
+        return set()
 
     def hashed_fields(self) -> dict[str, Any]:
-        """The JSON form of the fields that make the hash: all of them, less later fields at their default."""
-        fields = type(self).model_fields
+        """The JSON form of the fields that make the hash: all of them, less the later fields that change nothing."""
+        inert = self.inert_fields()
         return {
             name: value
             for name, value in self.model_dump(mode="json").items()
-            if not (
-                name in self.LATER_FIELDS and getattr(self, name) == fields[name].get_default(call_default_factory=True)
-            )
+            if name not in self.LATER_FIELDS or not (name in inert or getattr(self, name) == self.LATER_FIELDS[name])
         }
 
     def content_hash(self) -> str:
@@ -148,7 +152,9 @@ class KDConfig(HashedModel):
     ``temperature_schedule``: ``constant``; ``linear_decay`` anneals from ``temperature`` to 1 over
     training; ``adaptive`` sets a per-example temperature from the teacher's confidence (see
     :mod:`distilsearch.kdlib.training.temperature`).
-    ``general_distillation_steps`` > 0 runs that many task-agnostic (intermediate-only) steps first;
+    ``general_distillation_steps`` > 0 runs that many task-agnostic (intermediate-only) steps first, on
+    ``general_corpus``: ``general-en`` (:mod:`distilsearch.kdlib.data.general_corpus`: SNLI and BBC sentences, none of
+    the task's own data or evaluation text) or ``task`` (the task's training texts, as before the corpus existed);
     ``intermediate_share`` is the share of the task budget given to an intermediate-only phase before the prediction
     stage (TinyBERT's two stages at 0.5), or 0 to add the intermediate losses to the prediction stage (joint);
     ``progressive`` distils layer by layer bottom-up (MobileBERT). ``augmentation``: ``mask`` replaces
@@ -175,6 +181,7 @@ class KDConfig(HashedModel):
     cosine_weight: NonNegativeFloat = 0.0
     layer_mapping: LayerMapping = "uniform"
     general_distillation_steps: NonNegativeInt = 0
+    general_corpus: Literal["general-en", "task"] = "general-en"
     intermediate_share: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.5
     progressive: bool = False
     augmentation: Literal["none", "mask", "shuffle", "ngram"] = "none"
@@ -185,3 +192,9 @@ class KDConfig(HashedModel):
     max_length: PositiveInt = 64
     seed: NonNegativeInt = 0
     early_stopping_patience: PositiveInt | None = None
+
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {"general_corpus": "task"}
+
+    def inert_fields(self) -> set[str]:
+        """``general_corpus`` is read only when a general stage runs."""
+        return {"general_corpus"} if self.general_distillation_steps == 0 else set()

@@ -20,7 +20,8 @@ required); the intermediate phase takes ``floor(intermediate_share * (B - G))`` 
 losses; ``KDConfig.intermediate_share``, TinyBERT's two stages at the default 0.5), split evenly over progressive
 blocks (the lower blocks take the remainder; blocks left with 0 steps are skipped); the prediction stage takes the
 rest, at least one step. Early stopping can end the prediction stage sooner. Batches come from one seeded stream of
-length-grouped epochs that continues across stages.
+length-grouped epochs that continues across stages; with a ``general_set`` (a general corpus, as TinyBERT and MiniLM
+distil on), the general stage draws from a stream of its own over that set.
 
 Losses are the terms of :data:`distilsearch.kdlib.training.kd_terms.KD_TERMS` that the config's weights turn on: each
 declares its student hidden-state indices, features, projection and phase, and every stage computes and combines its
@@ -524,6 +525,7 @@ def distill(
     curve_sets: dict[str, datasets.Dataset] | None = None,
     curve_steps: Sequence[int] | None = None,
     stop_after: int | None = None,
+    general_set: datasets.Dataset | None = None,
 ) -> DistillationOutcome:
     """Train ``student`` in place from ``teacher`` on the tokenized ``train_set``; return what happened.
 
@@ -538,6 +540,9 @@ def distill(
 
     The learning curve is measured at ``curve_steps`` (default :func:`curve_checkpoints` of the steps trained) on
     the validation set and ``curve_sets``; ``stop_after`` ends training after that many steps of the plan.
+    ``general_set`` (tokenized, teacher token ids; labels unread) feeds the ``general`` stage instead of
+    ``train_set``, e.g. :func:`~distilsearch.kdlib.data.general_corpus.tokenized_general_corpus`; the task stages
+    then start at the beginning of ``train_set``'s stream.
     """
     started = time.perf_counter()
     _check_inputs(
@@ -554,14 +559,18 @@ def distill(
     run.curve_sets = dict(curve_sets or {})
     chosen = curve_checkpoints(limit) if curve_steps is None else tuple(curve_steps)
     run.checkpoints = frozenset(step for step in chosen if 1 <= step <= limit) | {limit}
+    if general_set is not None and len(general_set) == 0:
+        raise ValueError("general_set must not be empty")
     batches = _row_batches(train_set, config.batch_size, pad_id, config.seed)
+    general = batches if general_set is None else _row_batches(general_set, config.batch_size, pad_id, config.seed)
     bar = progress_bar(total=limit, desc=description, unit="step", disable=not progress)
     try:
         for stage in stages:
             if run.outcome.steps >= limit:
                 break
             bar.set_description(f"{description} [{stage.name}]")
-            _run_stage(run, stage, batches, validation_set, eval_every, bar, limit)
+            source = general if stage.kind == "general" else batches
+            _run_stage(run, stage, source, validation_set, eval_every, bar, limit)
             cut = run.outcome.steps >= limit and run.outcome.stage_steps[stage.name] < stage.steps
             if on_stage_end is not None and not cut:
                 on_stage_end(stage, run.student)

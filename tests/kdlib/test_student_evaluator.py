@@ -7,6 +7,8 @@ import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distilsearch.kdlib import student_evaluator as student_eval
+from distilsearch.kdlib.core.paths import cache_dir
+from distilsearch.kdlib.data.general_corpus import CORPUS_FILE, CORPUS_NAME, CORPUS_VERSION, build_general_corpus
 from distilsearch.kdlib.data.tasks import load_task
 from distilsearch.kdlib.measure.latency import LatencyProtocol
 from distilsearch.kdlib.student_evaluator import StudentEvaluator
@@ -50,6 +52,26 @@ def test_fp32_student_gets_every_metric(evaluator: StudentEvaluator) -> None:
     distillation = result.provenance["distillation"]
     assert distillation["steps"] == 12 and distillation["teacher_forward_batches"] == 0
     assert result.provenance["teacher_key"] == evaluator.teacher.key
+
+
+def test_the_general_stage_distils_on_the_general_corpus_by_default(evaluator: StudentEvaluator) -> None:
+    # The corpus cache as the builder leaves it, from a few sentences instead of the embedded assets.
+    sentences = ["a man rides a horse on the beach", "shares fell sharply on monday", "two dogs play in the snow"]
+    corpus = build_general_corpus({"snli-premises": sentences[:1], "bbc-news": sentences[1:]})
+    folder = cache_dir("corpora") / f"{CORPUS_NAME}-v{CORPUS_VERSION}"
+    folder.mkdir(parents=True)
+    corpus.to_parquet(folder / CORPUS_FILE, index=False)
+
+    general = KD.model_copy(update={"general_distillation_steps": 4, "hidden_weight": 1.0})
+    result = evaluator.evaluate(candidate(general))
+    assert result.status == "ok", result.error
+    assert result.provenance["general_corpus"] == {"name": CORPUS_NAME, "version": CORPUS_VERSION, "rows": 3}
+    assert result.provenance["distillation"]["stage_steps"]["general"] == 4
+    on_task = general.model_copy(update={"general_corpus": "task"})
+    assert evaluator.general_set(on_task) is None and evaluator.general_set(KD) is None
+    assert "general_corpus" not in evaluator.evaluate(candidate(on_task)).provenance
+    assert candidate(on_task).content_hash() != candidate(general).content_hash()
+    assert KD.model_copy(update={"general_corpus": "task"}).content_hash() == KD.content_hash()
 
 
 def test_invalid_spec_is_reported_not_raised(evaluator: StudentEvaluator) -> None:

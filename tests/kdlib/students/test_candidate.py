@@ -1,5 +1,6 @@
 import hashlib
 import json
+from typing import Any, ClassVar
 
 import pytest
 
@@ -28,16 +29,23 @@ def test_hashes_of_stored_candidates_never_change() -> None:
 
 
 class Recipe(HashedModel):
-    """A model that gained ``ratio`` after its hashes were stored."""
+    """A model that gained ``ratio`` (0 behaves as before) and ``corpus`` (read only when ``ratio`` > 0; ``"task"``
+    behaves as before, the new default does not) after its hashes were stored."""
 
-    LATER_FIELDS = frozenset({"ratio"})
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {"ratio": 0.0, "corpus": "task"}
     alpha: float = 0.5
     ratio: float = 0.0
+    corpus: str = "general"
+
+    def inert_fields(self) -> set[str]:
+        return {"corpus"} if self.ratio == 0 else set()
 
 
 def test_a_later_field_at_its_default_leaves_the_hash_unchanged() -> None:
     now, changed = Recipe(alpha=0.7), Recipe(alpha=0.7, ratio=0.2)
-    assert now.hashed_fields() == {"alpha": 0.7} and changed.hashed_fields() == {"alpha": 0.7, "ratio": 0.2}
+    assert now.hashed_fields() == {"alpha": 0.7}
+    assert changed.hashed_fields() == {"alpha": 0.7, "ratio": 0.2, "corpus": "general"}
+    assert Recipe(alpha=0.7, ratio=0.2, corpus="task").hashed_fields() == {"alpha": 0.7, "ratio": 0.2}
     # the hash a Recipe had before it gained ``ratio``
     before = json.dumps({"kind": "Recipe", "fields": {"alpha": 0.7}}, sort_keys=True, separators=(",", ":"))
     assert now.content_hash() == hashlib.sha256(before.encode("utf-8")).hexdigest()[:16] != changed.content_hash()

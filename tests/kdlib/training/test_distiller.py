@@ -254,6 +254,28 @@ def test_general_stage_is_counted_and_ignores_labels(
     assert not changed(*after_general)
 
 
+def test_a_general_set_feeds_the_general_stage_only(
+    tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset]
+) -> None:
+    kd = config(max_steps=6, general_distillation_steps=3, hidden_weight=1.0, intermediate_share=0.0)
+    states: dict[str, list[dict[str, Tensor]]] = {"general": [], "prediction": []}
+
+    def keep(stage: Stage, model: BertForSequenceClassification) -> None:
+        states[stage.name].append(snapshot(model))
+
+    run(tiny_teacher, small_student(tiny_teacher), sets, kd, on_stage_end=keep)
+    # the train set itself as the general set: the same general stage, but the task stage then starts its stream
+    run(tiny_teacher, small_student(tiny_teacher), sets, kd, on_stage_end=keep, general_set=sets["train"])
+    other = sets["test"].map(lambda row: {"label": -1})
+    run(tiny_teacher, small_student(tiny_teacher), sets, kd, on_stage_end=keep, general_set=other)
+    same, _, elsewhere = states["general"]
+    assert not changed(states["general"][0], same), "the same rows in the same seeded order"
+    assert changed(same, elsewhere), "another set trains the general stage otherwise"
+    assert changed(states["prediction"][0], states["prediction"][1]), "the task stream restarts after the general set"
+    with pytest.raises(ValueError, match="general_set must not be empty"):
+        run(tiny_teacher, small_student(tiny_teacher), sets, kd, general_set=sets["train"].select([]))
+
+
 def test_early_stopping_ends_the_prediction_stage(
     tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset]
 ) -> None:
