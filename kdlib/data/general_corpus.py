@@ -68,15 +68,20 @@ GENERAL_SOURCES: dict[str, Callable[[bool], list[str]]] = {
 }
 
 
-def article_sentences(article: str) -> list[str]:
-    """The body's sentences of a news article (first line: its title, dropped) with 5 to 64 words."""
-    body = article.strip().split("\n", 1)[1] if "\n" in article.strip() else ""
-    sentences = []
-    for paragraph in body.split("\n"):
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (split at line breaks and sentence ends) with 5 to 64 words."""
+    found = []
+    for paragraph in text.split("\n"):
         for sentence in SENTENCE_END.split(paragraph.strip()):
             if MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
-                sentences.append(sentence.strip())
-    return sentences
+                found.append(sentence.strip())
+    return found
+
+
+def article_sentences(article: str) -> list[str]:
+    """The body's :func:`sentences` of a news article (its first line, the title, dropped)."""
+    body = article.strip().split("\n", 1)[1] if "\n" in article.strip() else ""
+    return sentences(body)
 
 
 def text_key(text: str) -> str:

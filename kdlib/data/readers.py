@@ -32,6 +32,16 @@ def read_rotten_tomatoes(progress: bool = True) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def read_rotten_tomatoes_plots(progress: bool = True) -> pd.DataFrame:
+    """The plot summaries of the Rotten Tomatoes corpus (no label): ``text``, ``movie``."""
+    folder = asset_path("rotten-tomatoes", progress=progress)
+    frame = pd.read_csv(folder / "rotten_tomatoes_corpus_full.csv.bz2")
+    frame = frame[frame["category"] == "plot"].dropna(subset=["text", "movie_name"])
+    return pd.DataFrame(
+        {"text": frame["text"].astype(str).str.strip(), "movie": frame["movie_name"].astype(str)}
+    ).reset_index(drop=True)
+
+
 def read_tweets(progress: bool = True) -> pd.DataFrame:
     """Positive/negative airline and self-driving-car tweets (neutral dropped): ``text``, ``label``."""
     folder = asset_path("tweets", progress=progress)
