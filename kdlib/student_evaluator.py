@@ -31,6 +31,7 @@ from distilsearch.kdlib.data.batching import DynamicPadding, pad_token_id
 from distilsearch.kdlib.data.general_corpus import CORPUS_NAME, CORPUS_VERSION, tokenized_general_corpus
 from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.data.tokenization import tokenize_task
+from distilsearch.kdlib.data.transfer_sets import tokenized_transfer_set
 from distilsearch.kdlib.measure.export import export_student
 from distilsearch.kdlib.measure.flops import bert_flops, theoretical_speedup
 from distilsearch.kdlib.measure.footprint import count_parameters, peak_forward_memory_bytes, size_on_disk
@@ -46,7 +47,7 @@ from distilsearch.kdlib.students.quantization import (
 )
 from distilsearch.kdlib.students.specs import KDConfig
 from distilsearch.kdlib.students.vocabulary import MappedInputs, vocabulary_map
-from distilsearch.kdlib.training.distiller import DistillationOutcome, distill
+from distilsearch.kdlib.training.distiller import DistillationOutcome, distill, transfer_rows_per_batch
 from distilsearch.kdlib.training.teacher import Teacher
 from distilsearch.kdlib.training.teacher_outputs import teacher_logits
 
@@ -110,6 +111,7 @@ class StudentEvaluator:
         self.teacher_config = self.teacher_model.config
         self._sets: dict[int, dict] = {}
         self._general: dict[int, datasets.Dataset] = {}
+        self._transfer: dict[int, tuple[datasets.Dataset, torch.Tensor]] = {}
         self._teacher_scores: dict[int, dict[str, float]] = {}
         self._teacher_latency: dict[str, dict[tuple[int, int], LatencyStats]] = {}
         self._student_latency: dict[tuple[str, str], list[LatencyPoint]] = {}
@@ -131,6 +133,16 @@ class StudentEvaluator:
                 self.task, self.tokenizer, kd.max_length, progress=self.progress
             )
         return self._general[kd.max_length]
+
+    def transfer(self, kd: KDConfig) -> tuple[datasets.Dataset, torch.Tensor] | None:
+        """The task's tokenized transfer set at ``kd.max_length`` and its cached teacher logits when ``kd`` mixes it
+        in (``transfer_ratio`` > 0), else None; :class:`NoTransferSetError` for a task without one."""
+        if kd.transfer_ratio == 0:
+            return None
+        if kd.max_length not in self._transfer:
+            rows = tokenized_transfer_set(self.task, self.tokenizer, kd.max_length, progress=self.progress)
+            self._transfer[kd.max_length] = (rows, self.teacher_logits_for(rows))
+        return self._transfer[kd.max_length]
 
     def teacher_scores(self, max_length: int) -> dict[str, float]:
         """The teacher's accuracy on validation, test and every OOD half at ``max_length`` (from cached teacher
@@ -162,13 +174,15 @@ class StudentEvaluator:
     def evaluate(
         self, candidate: Candidate, out_dir: Path | None = None, *, stop_after: int | None = None
     ) -> EvalResult:
-        """Distil and measure ``candidate``; ``invalid`` / ``failed`` results carry the reason, never raise.
+        """Distil and measure ``candidate``; ``invalid`` / ``failed`` results carry the reason, never raise (a spec the
+        teacher cannot hold, or a transfer set the task does not have, is ``invalid``).
 
         ``stop_after=r`` trains only the first ``r`` steps of the candidate's schedule (a learning-curve rung, see
         :func:`distilsearch.kdlib.training.distiller.distill`).
         """
         try:
             candidate.spec.validate_against(self.teacher_config)
+            self.transfer(candidate.kd)
         except ValueError as error:
             return EvalResult(candidate=candidate, status="invalid", error=str(error), provenance=self._provenance())
         try:
@@ -287,6 +301,7 @@ class StudentEvaluator:
         if spec.weight_bits == 2:
             apply_weight_quantization(student, 2)
         student.to(self.device)
+        transfer_set, transfer_logits = self.transfer(kd) or (None, None)
         outcome = distill(
             self.teacher_model,
             student,
@@ -303,6 +318,8 @@ class StudentEvaluator:
             curve_sets={name.removeprefix(OOD_DEV): data for name, data in sets.items() if name.startswith(OOD_DEV)},
             stop_after=stop_after,
             general_set=self.general_set(kd),
+            transfer_set=transfer_set,
+            transfer_logits=transfer_logits,
         )
         return student, student_tokenizer, input_id_map, outcome
 
@@ -360,11 +377,17 @@ class StudentEvaluator:
             return size_on_disk(Path(scratch)), None
 
     def _corpus_record(self, kd: KDConfig) -> dict[str, dict[str, object]]:
-        """``{"general_corpus": name, version, rows}`` when the general stage ran on a general corpus."""
+        """``general_corpus`` (name, version, rows) when the general stage ran on a general corpus, and
+        ``transfer_set`` (rows, rows per batch) when task batches mixed in the transfer set."""
+        record: dict[str, dict[str, object]] = {}
         general = self.general_set(kd)
-        if general is None:
-            return {}
-        return {"general_corpus": {"name": kd.general_corpus, "version": CORPUS_VERSION, "rows": len(general)}}
+        if general is not None:
+            record["general_corpus"] = {"name": kd.general_corpus, "version": CORPUS_VERSION, "rows": len(general)}
+        transfer = self.transfer(kd)
+        if transfer is not None:
+            per_batch = transfer_rows_per_batch(kd.batch_size, kd.transfer_ratio)
+            record["transfer_set"] = {"rows": len(transfer[0]), "rows_per_batch": per_batch}
+        return record
 
     def _provenance(self, outcome: DistillationOutcome | None = None) -> dict:
         record = {

@@ -159,7 +159,9 @@ class KDConfig(HashedModel):
     stage (TinyBERT's two stages at 0.5), or 0 to add the intermediate losses to the prediction stage (joint);
     ``progressive`` distils layer by layer bottom-up (MobileBERT). ``augmentation``: ``mask`` replaces
     random tokens with ``[MASK]``, ``shuffle`` permutes word pieces within a small window, ``ngram`` samples a
-    random n-gram of the text (Tang et al. 2019).
+    random n-gram of the text (Tang et al. 2019). ``transfer_ratio`` is the share of every task-stage batch drawn
+    from the task's transfer set (:mod:`distilsearch.kdlib.data.transfer_sets`: in-domain text without labels),
+    learnt from the teacher's soft targets only (Hinton's transfer set).
 
     Defaults are the project's one recipe (``distilsearch distill``, the default search space and the benchmarks):
     ``lr=2e-4`` (small students cut from a MiniLM teacher reach 96.9 % retention with it in
@@ -185,6 +187,7 @@ class KDConfig(HashedModel):
     intermediate_share: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.5
     progressive: bool = False
     augmentation: Literal["none", "mask", "shuffle", "ngram"] = "none"
+    transfer_ratio: Annotated[float, Field(ge=0.0, le=0.9, allow_inf_nan=False)] = 0.0
     max_steps: PositiveInt | None = None
     epochs: PositiveFloat = 3.0
     lr: PositiveFloat = 2e-4
@@ -193,7 +196,7 @@ class KDConfig(HashedModel):
     seed: NonNegativeInt = 0
     early_stopping_patience: PositiveInt | None = None
 
-    LATER_FIELDS: ClassVar[dict[str, Any]] = {"general_corpus": "task"}
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {"general_corpus": "task", "transfer_ratio": 0.0}
 
     def inert_fields(self) -> set[str]:
         """``general_corpus`` is read only when a general stage runs."""

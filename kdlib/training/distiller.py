@@ -258,6 +258,58 @@ def _row_batches(dataset: datasets.Dataset, batch_size: int, pad_id: int, seed: 
             yield batch
 
 
+def _concatenated(task: Batch, transfer: Batch, pad_id: int) -> Batch:
+    """One batch of ``task``'s rows then ``transfer``'s, padded to the longer; transfer rows keep their indices in
+    ``transfer_rows``, are flagged in ``unlabelled`` and get the placeholder label 0 (their hard loss is unused)."""
+    width = max(task["input_ids"].shape[1], transfer["input_ids"].shape[1])
+    merged: Batch = {}
+    for column, value in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+        parts = [nn.functional.pad(b[column], (0, width - b[column].shape[1]), value=value) for b in (task, transfer)]
+        merged[column] = torch.cat(parts)
+    merged["labels"] = torch.cat([task["labels"], torch.zeros_like(transfer["labels"])])
+    merged["rows"] = task["rows"]
+    merged["transfer_rows"] = transfer["rows"]
+    merged["unlabelled"] = torch.cat(
+        [torch.zeros(len(task["rows"]), dtype=torch.bool), torch.ones(len(transfer["rows"]), dtype=torch.bool)]
+    )
+    return merged
+
+
+def transfer_rows_per_batch(batch_size: int, ratio: float) -> int:
+    """How many of a batch's rows come from the transfer set: ``round(ratio * batch_size)``, at least 1 and at most
+    ``batch_size - 1`` (0 when ``ratio`` is 0)."""
+    if ratio == 0:
+        return 0
+    return min(batch_size - 1, max(1, round(ratio * batch_size)))
+
+
+def _mixed_batches(
+    train_set: datasets.Dataset, transfer_set: datasets.Dataset, batch_size: int, ratio: float, pad_id: int, seed: int
+) -> Iterator[Batch]:
+    """Endless batches of ``batch_size`` rows, :func:`transfer_rows_per_batch` of them from ``transfer_set`` and the
+    rest from ``train_set``, each set in its own seeded length-grouped stream."""
+    from_transfer = transfer_rows_per_batch(batch_size, ratio)
+    task = _row_batches(train_set, batch_size - from_transfer, pad_id, seed)
+    transfer = _row_batches(transfer_set, from_transfer, pad_id, seed + 1)
+    for task_batch, transfer_batch in zip(task, transfer, strict=True):
+        yield _concatenated(task_batch, transfer_batch, pad_id)
+
+
+def _check_transfer(
+    config: KDConfig, transfer_set: datasets.Dataset | None, transfer_logits: Tensor | None, labels: int
+) -> None:
+    if config.transfer_ratio == 0:
+        return
+    if transfer_set is None or len(transfer_set) == 0:
+        raise ValueError(f"transfer_ratio={config.transfer_ratio} needs a non-empty transfer_set")
+    if config.batch_size < 2:
+        raise ValueError(f"transfer_ratio={config.transfer_ratio} needs batch_size >= 2, got {config.batch_size}")
+    if transfer_logits is not None and tuple(transfer_logits.shape) != (len(transfer_set), labels):
+        raise ValueError(
+            f"transfer_logits has shape {tuple(transfer_logits.shape)}, expected {(len(transfer_set), labels)}"
+        )
+
+
 def _check_inputs(
     teacher: PreTrainedModel,
     student: PreTrainedModel,
@@ -320,11 +372,13 @@ class _Distillation:
         device: torch.device,
         input_id_map: Tensor | None,
         mask_token_id: int | None,
+        transfer_logits: Tensor | None = None,
     ) -> None:
         self.teacher = teacher.to(device).eval()
         self.student = student.to(device).train()
         self.config = config
         self.cached_logits = teacher_logits
+        self.transfer_logits = transfer_logits
         self.pad_id = pad_id
         self.device = device
         self.input_id_map = None if input_id_map is None else input_id_map.long().to(device)
@@ -379,10 +433,19 @@ class _Distillation:
         return optimizer, scheduler
 
     def needs_teacher(self, terms: _Terms) -> bool:
-        """Whether the teacher runs: for any feature besides logits, and for logits unless cached ones serve."""
+        """Whether the teacher runs: for any feature besides logits, and for logits unless cached ones serve (for the
+        transfer rows too, when the batches hold some)."""
         if terms.features - {"logits"}:
             return True
-        return self.config.augmentation != "none" or self.cached_logits is None
+        missing_transfer = self.config.transfer_ratio > 0 and self.transfer_logits is None
+        return self.config.augmentation != "none" or self.cached_logits is None or missing_transfer
+
+    def cached_teacher_logits(self, batch: Batch) -> Tensor:
+        """The cached teacher logits of a batch's rows: its task rows, then its transfer rows."""
+        logits = self.cached_logits[batch["rows"].cpu()]
+        if "transfer_rows" in batch:
+            logits = torch.cat([logits, self.transfer_logits[batch["transfer_rows"].cpu()]])
+        return logits.to(self.device)
 
     def teacher_features(self, inputs: Batch, terms: _Terms) -> Features:
         """Teacher logits and the features ``terms`` read, as ordinary (autograd-safe) float32 tensors."""
@@ -406,22 +469,23 @@ class _Distillation:
 
     def loss(self, batch: Batch, terms: _Terms, step_in_stage: int, stage_steps: int) -> Tensor:
         """The stage's weighted total loss on ``batch`` (augmented first when the config asks for it)."""
-        augmented = torch.zeros(batch["input_ids"].shape[0], dtype=torch.bool)
+        augmented = batch.get("unlabelled", torch.zeros(batch["input_ids"].shape[0], dtype=torch.bool))
         if self.config.augmentation != "none":
-            batch, augmented = augment_batch(
+            batch, changed = augment_batch(
                 batch,
                 self.config.augmentation,
                 generator=self.augment_generator,
                 pad_id=self.pad_id,
                 mask_token_id=self.mask_token_id,
             )
+            augmented = augmented | changed
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
         augmented = augmented.to(self.device)
         inputs = {name: batch[name] for name in INPUT_COLUMNS}
         if self.needs_teacher(terms):
             teacher = self.teacher_features(inputs, terms)
         else:
-            teacher = Features(logits=self.cached_logits[batch["rows"].cpu()].to(self.device))
+            teacher = Features(logits=self.cached_teacher_logits(batch))
         student_inputs = dict(inputs)
         if self.input_id_map is not None:
             student_inputs["input_ids"] = self.input_id_map[inputs["input_ids"]]
@@ -526,6 +590,8 @@ def distill(
     curve_steps: Sequence[int] | None = None,
     stop_after: int | None = None,
     general_set: datasets.Dataset | None = None,
+    transfer_set: datasets.Dataset | None = None,
+    transfer_logits: Tensor | None = None,
 ) -> DistillationOutcome:
     """Train ``student`` in place from ``teacher`` on the tokenized ``train_set``; return what happened.
 
@@ -542,7 +608,10 @@ def distill(
     the validation set and ``curve_sets``; ``stop_after`` ends training after that many steps of the plan.
     ``general_set`` (tokenized, teacher token ids; labels unread) feeds the ``general`` stage instead of
     ``train_set``, e.g. :func:`~distilsearch.kdlib.data.general_corpus.tokenized_general_corpus`; the task stages
-    then start at the beginning of ``train_set``'s stream.
+    then start at the beginning of ``train_set``'s stream. With ``config.transfer_ratio`` > 0, ``transfer_set``
+    (tokenized, teacher token ids; e.g. :func:`~distilsearch.kdlib.data.transfer_sets.tokenized_transfer_set`)
+    supplies that share of every task-stage batch, learnt from soft targets only: ``transfer_logits`` (row-aligned)
+    when cached, else the teacher runs online.
     """
     started = time.perf_counter()
     _check_inputs(
@@ -555,13 +624,19 @@ def distill(
         raise ValueError(f"stop_after must be a positive int or None, got {stop_after!r}")
     limit = planned if stop_after is None else min(stop_after, planned)
     torch.manual_seed(config.seed)
-    run = _Distillation(teacher, student, config, teacher_logits, pad_id, device, input_id_map, mask_token_id)
+    run = _Distillation(
+        teacher, student, config, teacher_logits, pad_id, device, input_id_map, mask_token_id, transfer_logits
+    )
     run.curve_sets = dict(curve_sets or {})
     chosen = curve_checkpoints(limit) if curve_steps is None else tuple(curve_steps)
     run.checkpoints = frozenset(step for step in chosen if 1 <= step <= limit) | {limit}
     if general_set is not None and len(general_set) == 0:
         raise ValueError("general_set must not be empty")
-    batches = _row_batches(train_set, config.batch_size, pad_id, config.seed)
+    _check_transfer(config, transfer_set, transfer_logits, teacher.config.num_labels)
+    if config.transfer_ratio > 0:
+        batches = _mixed_batches(train_set, transfer_set, config.batch_size, config.transfer_ratio, pad_id, config.seed)
+    else:
+        batches = _row_batches(train_set, config.batch_size, pad_id, config.seed)
     general = batches if general_set is None else _row_batches(general_set, config.batch_size, pad_id, config.seed)
     bar = progress_bar(total=limit, desc=description, unit="step", disable=not progress)
     try:

@@ -10,6 +10,7 @@ from distilsearch.kdlib import student_evaluator as student_eval
 from distilsearch.kdlib.core.paths import cache_dir
 from distilsearch.kdlib.data.general_corpus import CORPUS_FILE, CORPUS_NAME, CORPUS_VERSION, build_general_corpus
 from distilsearch.kdlib.data.tasks import load_task
+from distilsearch.kdlib.data.transfer_sets import TRANSFER_SOURCES
 from distilsearch.kdlib.measure.latency import LatencyProtocol
 from distilsearch.kdlib.student_evaluator import StudentEvaluator
 from distilsearch.kdlib.students.candidate import Candidate
@@ -72,6 +73,21 @@ def test_the_general_stage_distils_on_the_general_corpus_by_default(evaluator: S
     assert "general_corpus" not in evaluator.evaluate(candidate(on_task)).provenance
     assert candidate(on_task).content_hash() != candidate(general).content_hash()
     assert KD.model_copy(update={"general_corpus": "task"}).content_hash() == KD.content_hash()
+
+
+def test_transfer_set_rows_are_mixed_in_with_cached_teacher_logits(
+    evaluator: StudentEvaluator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mixing = KD.model_copy(update={"transfer_ratio": 0.25})
+    missing = evaluator.evaluate(candidate(mixing))
+    assert missing.status == "invalid" and "task 'toy-sentiment' has no transfer set" in missing.error
+    texts = ["the film follows two brothers across a cold country", "a young cook opens a restaurant in the city"]
+    monkeypatch.setitem(TRANSFER_SOURCES, "toy-sentiment", lambda progress: texts)
+    result = evaluator.evaluate(candidate(mixing))
+    assert result.status == "ok", result.error
+    assert result.provenance["transfer_set"] == {"rows": 2, "rows_per_batch": 4}
+    assert result.provenance["distillation"]["teacher_forward_batches"] == 0
+    assert candidate(mixing).content_hash() != candidate().content_hash()
 
 
 def test_invalid_spec_is_reported_not_raised(evaluator: StudentEvaluator) -> None:

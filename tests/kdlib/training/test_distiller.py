@@ -276,6 +276,36 @@ def test_a_general_set_feeds_the_general_stage_only(
         run(tiny_teacher, small_student(tiny_teacher), sets, kd, general_set=sets["train"].select([]))
 
 
+def test_transfer_rows_join_every_task_batch_without_labels(
+    tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset]
+) -> None:
+    transfer = sets["test"].map(lambda row: {"label": -1})
+    batch = next(distiller._mixed_batches(sets["train"], transfer, 16, 0.25, 0, seed=0))
+    assert batch["input_ids"].shape[0] == 16 == len(batch["labels"])
+    assert batch["unlabelled"].tolist() == [False] * 12 + [True] * 4
+    assert len(batch["rows"]) == 12 and len(batch["transfer_rows"]) == 4 and (batch["labels"][12:] == 0).all()
+    assert [distiller.transfer_rows_per_batch(16, r) for r in (0.0, 0.01, 0.25, 0.9)] == [0, 1, 4, 14]
+
+    kd = config(max_steps=3, transfer_ratio=0.25)
+    cached = teacher_logits(tiny_teacher, "tiny", transfer, pad_id=0, device=CPU, progress=False)
+    train_logits = teacher_logits(tiny_teacher, "tiny", sets["train"], pad_id=0, device=CPU, progress=False)
+    students = []
+    for labels in (0, 1):
+        relabelled = transfer.map(lambda row, value=labels: {"label": value})
+        student = small_student(tiny_teacher)
+        options = {"teacher_logits": train_logits, "transfer_set": relabelled, "transfer_logits": cached}
+        outcome = run(tiny_teacher, student, sets, kd, **options)
+        assert outcome.status == "ok" and outcome.teacher_forward_batches == 0
+        students.append(snapshot(student))
+    assert not changed(*students), "transfer rows are learnt from soft targets only"
+    online = run(tiny_teacher, small_student(tiny_teacher), sets, kd, transfer_set=transfer)
+    assert online.teacher_forward_batches == 3
+    with pytest.raises(ValueError, match=r"transfer_ratio=0\.25 needs a non-empty transfer_set"):
+        run(tiny_teacher, small_student(tiny_teacher), sets, kd)
+    with pytest.raises(ValueError, match=r"transfer_logits has shape \(2, 2\)"):
+        run(tiny_teacher, small_student(tiny_teacher), sets, kd, transfer_set=transfer, transfer_logits=cached[:2])
+
+
 def test_early_stopping_ends_the_prediction_stage(
     tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset]
 ) -> None:
