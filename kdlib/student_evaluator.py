@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from distilsearch.kdlib.core.device import describe_device, select_device
 from distilsearch.kdlib.core.versions import runtime_versions
+from distilsearch.kdlib.data.augmentation import Substitutions, word_neighbours
 from distilsearch.kdlib.data.batching import DynamicPadding, pad_token_id
 from distilsearch.kdlib.data.general_corpus import CORPUS_NAME, CORPUS_VERSION, tokenized_general_corpus
 from distilsearch.kdlib.data.task_registry import TaskData
@@ -112,6 +113,7 @@ class StudentEvaluator:
         self._sets: dict[int, dict] = {}
         self._general: dict[int, datasets.Dataset] = {}
         self._transfer: dict[int, tuple[datasets.Dataset, torch.Tensor]] = {}
+        self._substitutions: Substitutions | None = None
         self._teacher_scores: dict[int, dict[str, float]] = {}
         self._teacher_latency: dict[str, dict[tuple[int, int], LatencyStats]] = {}
         self._student_latency: dict[tuple[str, str], list[LatencyPoint]] = {}
@@ -143,6 +145,16 @@ class StudentEvaluator:
             rows = tokenized_transfer_set(self.task, self.tokenizer, kd.max_length, progress=self.progress)
             self._transfer[kd.max_length] = (rows, self.teacher_logits_for(rows))
         return self._transfer[kd.max_length]
+
+    def substitutions(self, kd: KDConfig) -> Substitutions | None:
+        """The teacher's word neighbours when ``kd`` augments by substitution (computed once per evaluator)."""
+        if kd.augmentation != "substitute":
+            return None
+        if self._substitutions is None:
+            vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(self.teacher_config.vocab_size)))
+            tokens = [token if isinstance(token, str) else "" for token in vocabulary]
+            self._substitutions = word_neighbours(self.teacher_model.get_input_embeddings().weight.cpu(), tokens)
+        return self._substitutions
 
     def teacher_scores(self, max_length: int) -> dict[str, float]:
         """The teacher's accuracy on validation, test and every OOD half at ``max_length`` (from cached teacher
@@ -320,6 +332,7 @@ class StudentEvaluator:
             general_set=self.general_set(kd),
             transfer_set=transfer_set,
             transfer_logits=transfer_logits,
+            substitutions=self.substitutions(kd),
         )
         return student, student_tokenizer, input_id_map, outcome
 

@@ -10,6 +10,10 @@ of each ``token_type_ids`` run (each ``[SEP]``). Every other position is a *word
 * ``ngram``: each segment keeps one random contiguous span of its word pieces, at least half of them (length
   uniform in ``ceil(n / 2) .. n``, start uniform), in the spirit of Tang et al. 2019's n-gram sampling; the
   row is compacted to the left and its tail becomes padding. Special tokens keep their order and identity.
+* ``substitute``: each whole word (a single word piece of letters, not split into ``##`` pieces) is replaced with
+  probability ``SUBSTITUTE_RATE`` (40 %, TinyBERT's p_t) by one of its ``NEIGHBOURS`` (15, TinyBERT's K) nearest
+  whole words by cosine similarity of the teacher's own input embeddings (:func:`word_neighbours`), in the manner
+  of TinyBERT's word-replacement augmentation with the teacher's embeddings standing in for GloVe.
 
 An augmented example has no trustworthy label (a masked or cut review may no longer be positive), so it is
 trained on the teacher's soft targets only, which the teacher must compute on the augmented ids: every
@@ -23,20 +27,55 @@ label exactly there.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-Augmentation = Literal["none", "mask", "shuffle", "ngram"]
+Augmentation = Literal["none", "mask", "shuffle", "ngram", "substitute"]
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
 MASK_RATE = 0.15
 SHUFFLE_WINDOW = 3
+SUBSTITUTE_RATE = 0.4
+NEIGHBOURS = 15
+WHOLE_WORD = re.compile(r"[a-z]{2,}")
 AUGMENTED_SHARE = 0.5
 """Default share of each batch that is replaced by augmented rows (the rest keep their labels)."""
 
 Batch = dict[str, Tensor]
 _COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Substitutions:
+    """For every token id: its nearest whole words (``neighbours``, ``(vocab, k)``; a token that is no whole word
+    lists only itself) and whether it continues a word (``continuation``: a ``##`` piece)."""
+
+    neighbours: Tensor
+    continuation: Tensor
+
+
+def word_neighbours(embeddings: Tensor, tokens: Sequence[str], k: int = NEIGHBOURS, chunk: int = 2048) -> Substitutions:
+    """The ``k`` nearest whole words of every whole-word token (``[a-z]{2,}``) by cosine similarity of
+    ``embeddings`` (``(vocab, hidden)``, the teacher's input embeddings), itself excluded; ``tokens[i]`` is the
+    string of token id ``i``."""
+    if embeddings.shape[0] != len(tokens):
+        raise ValueError(f"embeddings has {embeddings.shape[0]} rows for {len(tokens)} tokens")
+    words = torch.tensor([WHOLE_WORD.fullmatch(token) is not None for token in tokens])
+    ids = torch.arange(len(tokens))
+    neighbours = ids[:, None].repeat(1, k)
+    word_ids = ids[words]
+    if len(word_ids) > k:
+        vectors = torch.nn.functional.normalize(embeddings.detach().float()[word_ids], dim=1)
+        for start in range(0, len(word_ids), chunk):
+            similarity = vectors[start : start + chunk] @ vectors.T
+            similarity[torch.arange(similarity.shape[0]), torch.arange(start, start + similarity.shape[0])] = -2.0
+            neighbours[word_ids[start : start + chunk]] = word_ids[similarity.topk(k, dim=1).indices]
+    continuation = torch.tensor([token.startswith("##") for token in tokens])
+    return Substitutions(neighbours, continuation)
 
 
 def fixed_positions(attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
@@ -61,6 +100,7 @@ def augment_batch(
     share: float = AUGMENTED_SHARE,
     mask_rate: float = MASK_RATE,
     window: int = SHUFFLE_WINDOW,
+    substitutions: Substitutions | None = None,
 ) -> tuple[Batch, Tensor]:
     """A copy of ``batch`` whose rows are each augmented with probability ``share``, and the ``(batch,)``
     boolean mask of the augmented rows.
@@ -82,6 +122,8 @@ def augment_batch(
         raise ValueError(f"window must be a positive int, got {window!r}")
     if kind == "mask" and mask_token_id is None:
         raise ValueError("mask_token_id=None: the 'mask' augmentation needs the [MASK] token id")
+    if kind == "substitute" and substitutions is None:
+        raise ValueError("substitutions=None: the 'substitute' augmentation needs word_neighbours of the teacher")
     rows = batch["input_ids"].shape[0]
     if kind == "none":
         return dict(batch), torch.zeros(rows, dtype=torch.bool, device=batch["input_ids"].device)
@@ -92,6 +134,8 @@ def augment_batch(
         augmented = _mask(inputs, fixed, generator, mask_rate, mask_token_id)
     elif kind == "shuffle":
         augmented = _shuffle(inputs, fixed, generator, window)
+    elif kind == "substitute":
+        augmented = _substitute(inputs, fixed, generator, substitutions)
     else:
         augmented = _ngram(inputs, fixed, generator, pad_id)
     out = dict(batch)
@@ -105,6 +149,21 @@ def _mask(inputs: Batch, fixed: Tensor, generator: torch.Generator, rate: float,
     hit = (torch.rand(fixed.shape, generator=generator) < rate) & ~fixed
     ids = inputs["input_ids"].masked_fill(hit, mask_token_id)
     return inputs | {"input_ids": ids}
+
+
+def _substitute(inputs: Batch, fixed: Tensor, generator: torch.Generator, substitutions: Substitutions) -> Batch:
+    """Replace each whole word (not continued by a ``##`` piece) with probability ``SUBSTITUTE_RATE`` by one of its
+    neighbours, chosen uniformly."""
+    ids = inputs["input_ids"]
+    continued = torch.zeros_like(fixed)
+    continued[:, :-1] = substitutions.continuation[ids[:, 1:]]
+    has_neighbours = substitutions.neighbours[ids, 0] != ids
+    eligible = ~fixed & has_neighbours & ~substitutions.continuation[ids] & ~continued
+    hit = (torch.rand(fixed.shape, generator=generator) < SUBSTITUTE_RATE) & eligible
+    k = substitutions.neighbours.shape[1]
+    choice = torch.randint(0, k, fixed.shape, generator=generator)
+    replaced = substitutions.neighbours[ids, choice]
+    return inputs | {"input_ids": torch.where(hit, replaced, ids)}
 
 
 def _shuffle(inputs: Batch, fixed: Tensor, generator: torch.Generator, window: int) -> Batch:

@@ -159,9 +159,10 @@ class KDConfig(HashedModel):
     stage (TinyBERT's two stages at 0.5), or 0 to add the intermediate losses to the prediction stage (joint);
     ``progressive`` distils layer by layer bottom-up (MobileBERT). ``augmentation``: ``mask`` replaces
     random tokens with ``[MASK]``, ``shuffle`` permutes word pieces within a small window, ``ngram`` samples a
-    random n-gram of the text (Tang et al. 2019). ``transfer_ratio`` is the share of every task-stage batch drawn
-    from the task's transfer set (:mod:`distilsearch.kdlib.data.transfer_sets`: in-domain text without labels),
-    learnt from the teacher's soft targets only (Hinton's transfer set).
+    random n-gram of the text (Tang et al. 2019), ``substitute`` replaces whole words by their nearest neighbours in
+    the teacher's input embeddings (TinyBERT's word replacement). ``transfer_ratio`` is the share of every task-stage
+    batch drawn from the task's transfer set (:mod:`distilsearch.kdlib.data.transfer_sets`: in-domain text without
+    labels), learnt from the teacher's soft targets only (Hinton's transfer set).
 
     Defaults are the project's one recipe (``distilsearch distill``, the default search space and the benchmarks):
     ``lr=2e-4`` (small students cut from a MiniLM teacher reach 96.9 % retention with it in
@@ -186,7 +187,7 @@ class KDConfig(HashedModel):
     general_corpus: Literal["general-en", "task"] = "general-en"
     intermediate_share: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.5
     progressive: bool = False
-    augmentation: Literal["none", "mask", "shuffle", "ngram"] = "none"
+    augmentation: Literal["none", "mask", "shuffle", "ngram", "substitute"] = "none"
     transfer_ratio: Annotated[float, Field(ge=0.0, le=0.9, allow_inf_nan=False)] = 0.0
     max_steps: PositiveInt | None = None
     epochs: PositiveFloat = 3.0

@@ -73,7 +73,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distilsearch.kdlib.core.device import autocast
 from distilsearch.kdlib.core.progress import progress_bar
-from distilsearch.kdlib.data.augmentation import augment_batch
+from distilsearch.kdlib.data.augmentation import Substitutions, augment_batch
 from distilsearch.kdlib.data.batching import Batch, DynamicPadding
 from distilsearch.kdlib.measure.scoring import accuracy, labels_of, predict_logits
 from distilsearch.kdlib.students.candidate import CurvePoint
@@ -379,6 +379,7 @@ class _Distillation:
         self.config = config
         self.cached_logits = teacher_logits
         self.transfer_logits = transfer_logits
+        self.substitutions: Substitutions | None = None
         self.pad_id = pad_id
         self.device = device
         self.input_id_map = None if input_id_map is None else input_id_map.long().to(device)
@@ -477,6 +478,7 @@ class _Distillation:
                 generator=self.augment_generator,
                 pad_id=self.pad_id,
                 mask_token_id=self.mask_token_id,
+                substitutions=self.substitutions,
             )
             augmented = augmented | changed
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
@@ -592,6 +594,7 @@ def distill(
     general_set: datasets.Dataset | None = None,
     transfer_set: datasets.Dataset | None = None,
     transfer_logits: Tensor | None = None,
+    substitutions: Substitutions | None = None,
 ) -> DistillationOutcome:
     """Train ``student`` in place from ``teacher`` on the tokenized ``train_set``; return what happened.
 
@@ -611,7 +614,8 @@ def distill(
     then start at the beginning of ``train_set``'s stream. With ``config.transfer_ratio`` > 0, ``transfer_set``
     (tokenized, teacher token ids; e.g. :func:`~distilsearch.kdlib.data.transfer_sets.tokenized_transfer_set`)
     supplies that share of every task-stage batch, learnt from soft targets only: ``transfer_logits`` (row-aligned)
-    when cached, else the teacher runs online.
+    when cached, else the teacher runs online. ``augmentation="substitute"`` needs ``substitutions``
+    (:func:`~distilsearch.kdlib.data.augmentation.word_neighbours` of the teacher).
     """
     started = time.perf_counter()
     _check_inputs(
@@ -624,9 +628,12 @@ def distill(
         raise ValueError(f"stop_after must be a positive int or None, got {stop_after!r}")
     limit = planned if stop_after is None else min(stop_after, planned)
     torch.manual_seed(config.seed)
+    if config.augmentation == "substitute" and substitutions is None:
+        raise ValueError("augmentation='substitute' needs substitutions (word_neighbours of the teacher's embeddings)")
     run = _Distillation(
         teacher, student, config, teacher_logits, pad_id, device, input_id_map, mask_token_id, transfer_logits
     )
+    run.substitutions = substitutions
     run.curve_sets = dict(curve_sets or {})
     chosen = curve_checkpoints(limit) if curve_steps is None else tuple(curve_steps)
     run.checkpoints = frozenset(step for step in chosen if 1 <= step <= limit) | {limit}

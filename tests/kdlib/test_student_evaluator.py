@@ -90,6 +90,16 @@ def test_transfer_set_rows_are_mixed_in_with_cached_teacher_logits(
     assert candidate(mixing).content_hash() != candidate().content_hash()
 
 
+def test_substitution_augments_with_the_teachers_word_neighbours(evaluator: StudentEvaluator) -> None:
+    substituting = KD.model_copy(update={"augmentation": "substitute"})
+    result = evaluator.evaluate(candidate(substituting))
+    assert result.status == "ok", result.error
+    assert result.provenance["distillation"]["teacher_forward_batches"] > 0, "augmented rows need the teacher"
+    neighbours = evaluator.substitutions(substituting).neighbours
+    assert neighbours.shape == (evaluator.teacher_config.vocab_size, 15)
+    assert evaluator.substitutions(KD) is None
+
+
 def test_invalid_spec_is_reported_not_raised(evaluator: StudentEvaluator) -> None:
     result = evaluator.evaluate(candidate(num_layers=9))
     assert result.status == "invalid" and "num_layers=9" in result.error

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from distilsearch.kdlib.data.augmentation import augment_batch, fixed_positions
+from distilsearch.kdlib.data.augmentation import Substitutions, augment_batch, fixed_positions, word_neighbours
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 WORDS = range(5, 60)
@@ -174,3 +174,48 @@ def test_bad_arguments_are_rejected_by_name() -> None:
         augment_batch(batch, "shuffle", generator=generator, pad_id=PAD, window=0)
     with pytest.raises(ValueError, match="lacks the columns"):
         augment_batch({"input_ids": batch["input_ids"]}, "shuffle", generator=generator, pad_id=PAD)
+
+
+# ---- substitution by the teacher's word neighbours ----------------------------------------------------------------
+
+TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "fine", "bad", "awful", "##ly", "a", "7"]
+
+
+def tiny_neighbours(k: int = 2) -> Substitutions:
+    """Embeddings in which good / great / fine and bad / awful are near each other."""
+    embeddings = torch.eye(len(TOKENS))
+    for word, near in (("great", "good"), ("fine", "good"), ("awful", "bad")):
+        embeddings[TOKENS.index(word)] += 3 * embeddings[TOKENS.index(near)]
+    return word_neighbours(embeddings, TOKENS, k=k)
+
+
+def test_word_neighbours_are_the_nearest_other_whole_words() -> None:
+    subs = tiny_neighbours()
+    ids = {token: index for index, token in enumerate(TOKENS)}
+    assert set(subs.neighbours[ids["good"]].tolist()) == {ids["great"], ids["fine"]}
+    assert subs.neighbours[ids["awful"], 0] == ids["bad"]
+    for token in ("[CLS]", "##ly", "a", "7"):
+        assert (subs.neighbours[ids[token]] == ids[token]).all(), token
+    assert subs.continuation.tolist() == [token.startswith("##") for token in TOKENS]
+    with pytest.raises(ValueError, match="embeddings has 3 rows for 13 tokens"):
+        word_neighbours(torch.zeros(3, 2), TOKENS)
+
+
+def test_substitution_replaces_whole_words_by_neighbours_only() -> None:
+    subs = tiny_neighbours()
+    ids = {token: index for index, token in enumerate(TOKENS)}
+    words = [ids["good"], ids["bad"], ids["fine"], ids["##ly"], ids["a"], ids["awful"]] * 3
+    batch = encode([(words, [ids["great"]])] * 40)
+    generator = torch.Generator().manual_seed(0)
+    out, chosen = augment_batch(batch, "substitute", generator=generator, pad_id=PAD, substitutions=subs, share=1.0)
+    assert chosen.all()
+    before, after = batch["input_ids"], out["input_ids"]
+    changed = before != after
+    assert 0.2 < changed.float().sum() / (40 * 13) < 0.6  # 13 eligible positions per row, rate 0.4
+    allowed = subs.neighbours[before]
+    assert ((after[..., None] == allowed).any(-1) | ~changed).all(), "a replacement is a neighbour"
+    untouchable = (before == ids["fine"]) & (torch.roll(before, -1, dims=1) == ids["##ly"])
+    untouchable |= torch.isin(before, torch.tensor([PAD, CLS, SEP, ids["##ly"], ids["a"]]))
+    assert not (changed & untouchable).any(), "special tokens, pieces of split words and non-words stay"
+    with pytest.raises(ValueError, match="substitutions=None"):
+        augment_batch(batch, "substitute", generator=generator, pad_id=PAD)

@@ -306,6 +306,13 @@ def test_transfer_rows_join_every_task_batch_without_labels(
         run(tiny_teacher, small_student(tiny_teacher), sets, kd, transfer_set=transfer, transfer_logits=cached[:2])
 
 
+def test_substitution_needs_the_teachers_neighbours(
+    tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset]
+) -> None:
+    with pytest.raises(ValueError, match="augmentation='substitute' needs substitutions"):
+        run(tiny_teacher, small_student(tiny_teacher), sets, config(augmentation="substitute"))
+
+
 def test_early_stopping_ends_the_prediction_stage(
     tiny_teacher: BertForSequenceClassification, sets: dict[str, datasets.Dataset]
 ) -> None:
