@@ -9,6 +9,8 @@ Validity rules, all known to :meth:`SearchSpace.validity_mask` and :meth:`Search
 
 * every size (``num_layers``, ``hidden_size``, ``num_heads``, ``ffn_size``) is at most the teacher's;
 * ``hidden_size`` is divisible by ``num_heads``;
+* a general-distillation stage (``general_distillation_steps`` > 0) has an intermediate loss to train (a weight of a
+  registered intermediate KD term > 0), as :func:`~distilsearch.kdlib.training.distiller.plan_stages` requires;
 * the declared :class:`Constraint` s ("when these dimensions take these values, forbid those values");
 * the deployment :class:`~distilsearch.envs.limits.Limits` (``min_speedup``, ``max_params``, ``max_size_mb``), computed
   analytically from the sizes and ``weight_bits`` (see :mod:`distilsearch.envs.limits`); a limit no candidate meets is a
@@ -251,6 +253,24 @@ class _Divisible:
 
 
 @dataclass(frozen=True)
+class _GeneralStage:
+    """A general-distillation stage needs an intermediate loss (any of them may be fixed or default)."""
+
+    dims: tuple[int, ...]
+    fixed: Mapping[str, Value]
+    weights: tuple[str, ...]
+
+    def check(self, values: Mapping[str, Value]) -> str | None:
+        def value(name: str) -> Value:
+            return values.get(name, self.fixed.get(name, KDConfig.model_fields[name].default))
+
+        steps = value("general_distillation_steps")
+        if steps and not any(value(name) for name in self.weights):
+            return f"general_distillation_steps={steps} needs an intermediate loss: one of {self.weights} > 0"
+        return None
+
+
+@dataclass(frozen=True)
 class _Forbid:
     """One ``forbid`` entry of a :class:`Constraint`."""
 
@@ -291,7 +311,7 @@ class _Budget:
         return f"{describe(self.limit, value)} breaks {show(self.limit, self.bound)}"
 
 
-_Rule = _Limit | _Divisible | _Forbid | _Budget
+_Rule = _Limit | _Divisible | _GeneralStage | _Forbid | _Budget
 
 
 @dataclass
@@ -361,6 +381,9 @@ class SearchSpace:
             rules.append(divisible)
         elif divisible.check(self.fixed) is not None:
             raise ValueError(f"fixed fields: {divisible.check(self.fixed)}")
+        general = self._general_stage_rule()
+        if general is not None:
+            rules.append(general)
         canonical = []
         for constraint in self.constraints:
             constraint_rules, constraint = self._constraint_rules(constraint)
@@ -368,6 +391,23 @@ class SearchSpace:
             canonical.append(constraint)
         self.constraints = tuple(canonical)
         return rules + self._budget_rules()
+
+    def _general_stage_rule(self) -> _GeneralStage | None:
+        """The rule linking a searched general stage to the intermediate weights (checked now when all are fixed)."""
+        if "general_distillation_steps" not in self._index and not self.fixed.get("general_distillation_steps"):
+            return None
+        from distilsearch.kdlib.training.kd_terms import KD_TERMS  # imports torch; only a general stage needs it
+
+        weights = tuple(str(term.weight_field) for term in KD_TERMS.values() if term.phase == "intermediate")
+        names = ("general_distillation_steps", *weights)
+        rule = _GeneralStage(
+            tuple(self._index[name] for name in names if name in self._index), dict(self.fixed), weights
+        )
+        if rule.dims:
+            return rule
+        if rule.check({}) is not None:
+            raise ValueError(f"fixed fields: {rule.check({})}")
+        return None
 
     def _budget_rules(self) -> list[_Rule]:
         """One rule per limit, over the size dimensions it reads; a limit on fixed sizes alone is checked now."""

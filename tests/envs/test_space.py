@@ -151,6 +151,37 @@ def test_is_valid_names_the_rule() -> None:
     assert space.explain([0, 0]) is None
 
 
+def test_the_retention_levers_are_dimensions_and_a_general_stage_needs_an_intermediate_loss() -> None:
+    levers = {
+        "general_distillation_steps": [0, 50],
+        "hidden_weight": [0.0, 1.0],
+        "general_corpus": ["general-en", "task"],
+        "transfer_ratio": [0.0, 0.25],
+        "augmentation": ["none", "substitute", "mask"],
+    }
+    sizes = {"num_layers": 2, "hidden_size": 32, "num_heads": 4, "ffn_size": 64, "max_steps": 200}
+    space = SearchSpace(TEACHER, levers, sizes)
+    brute = [c for c in itertools.product(*(range(n) for n in space.sizes)) if space.is_valid(c)]
+    assert sorted(space.enumerate_valid()) == brute and space.num_valid() == 3 * 2 * 2 * 3
+    validity = space.is_valid([1, 0, 0, 0, 0])
+    assert not validity and "general_distillation_steps=50 needs an intermediate loss" in validity.reason
+    chosen = space.decode([1, 1, 1, 1, 1]).kd
+    assert (chosen.general_distillation_steps, chosen.general_corpus, chosen.transfer_ratio) == (50, "task", 0.25)
+    assert chosen.augmentation == "substitute"
+    assert space.validity_mask([1])[1].tolist() == [False, True] and space.validity_mask([0])[1].tolist() == [True] * 2
+    fixed = sizes | {"hidden_weight": 1.0, "general_distillation_steps": 20}
+    fixed_only = SearchSpace(
+        TEACHER, {"num_layers": [1, 2]}, {name: v for name, v in fixed.items() if name != "num_layers"}
+    )
+    assert fixed_only.num_valid() == 2
+    with pytest.raises(ValueError, match="fixed fields: general_distillation_steps=20 needs an intermediate loss"):
+        SearchSpace(
+            TEACHER,
+            {"num_layers": [1, 2]},
+            {"hidden_size": 32, "num_heads": 4, "ffn_size": 64, "general_distillation_steps": 20},
+        )
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_masked_choices_never_dead_end(data: st.DataObject) -> None:
