@@ -33,9 +33,11 @@ def distil_from(
     config: KDConfig,
     logits: torch.Tensor | None,
     device: torch.device | None = None,
+    **options: object,
 ) -> DistillationOutcome:
     """Distil ``student`` in place from ``evaluator``'s teacher on ``device`` (default: the evaluator's), with cached
-    teacher ``logits`` or, when None, the teacher run online."""
+    teacher ``logits`` or, when None, the teacher run online; ``options`` go to ``distill`` (e.g. ``general_set``,
+    ``transfer_set``, ``substitutions``)."""
     device = evaluator.device if device is None else device
     return distill(
         evaluator.teacher_model.to(device),
@@ -47,6 +49,7 @@ def distil_from(
         pad_id=evaluator.pad_id,
         device=device,
         progress=False,
+        **options,
     )
 
 

@@ -1,10 +1,11 @@
-"""Cost of one logit-KD training step with the teacher-logit cache, relative to plain fine-tuning.
+"""Cost of one logit-KD training step with the teacher-logit cache, relative to plain fine-tuning, and of each
+retention lever (transfer set, augmentations, a general stage on the general-en corpus).
 
 The student (2 layers, hidden 192, 6 heads, FFN 768, cut from the rt-polarity teacher) is trained by
 ``kdlib.training.finetune.fine_tune`` (labels only) and by ``kdlib.training.distiller.distill`` (alpha 0.5, temperature
 2) with cached teacher logits, and, for reference, with the teacher run online on every batch (no cache). Per-step time
 is measured differentially, (t(2N steps) - t(N steps)) / N, which cancels set-up and the final validation pass; the
-three variants are interleaved and repeated, and the median per-step time of each is reported. Only ratios measured
+variants are interleaved and repeated, and the median per-step time of each is reported. Only ratios measured
 in the same run are compared (the machine is shared and noisy).
 
     .venv/bin/python -m benchmarks.kd_overhead [--steps 40] [--repeats 3]
@@ -71,20 +72,43 @@ def main() -> None:
         )
         return time.perf_counter() - started
 
-    def distilling(steps: int, logits: torch.Tensor | None) -> float:
-        config = KDConfig(
-            alpha=0.5, temperature=2.0, max_steps=steps, batch_size=BATCH, max_length=MAX_LENGTH, lr=LEARNING_RATE
-        )
+    def distilling(
+        steps: int, logits: torch.Tensor | None, online: bool, general: bool = False, **settings: object
+    ) -> float:
+        """Seconds of ``steps`` KD steps (with ``general``: ``steps`` general-stage steps and one task step);
+        ``settings`` are KDConfig overrides (a lever), and the data the lever needs is given."""
+        budget = {"max_steps": steps + 1, "general_distillation_steps": steps} if general else {"max_steps": steps}
+        base = {"alpha": 0.5, "temperature": 2.0, "batch_size": BATCH, "max_length": MAX_LENGTH, "lr": LEARNING_RATE}
+        config = KDConfig(**(base | settings | budget))
+        options = {
+            "general_set": evaluator.general_set(config),
+            "substitutions": evaluator.substitutions(config),
+        }
+        transfer = evaluator.transfer(config)
+        if transfer is not None:
+            options |= {"transfer_set": transfer[0], "transfer_logits": transfer[1]}
         started = time.perf_counter()
-        outcome = distil_from(evaluator, copy.deepcopy(student), train, validation, config, logits)
+        outcome = distil_from(evaluator, copy.deepcopy(student), train, validation, config, logits, **options)
         assert outcome.status == "ok", outcome.error
-        assert (outcome.teacher_forward_batches == 0) == (logits is not None)
+        assert (outcome.teacher_forward_batches > 0) == online, outcome.teacher_forward_batches
         return time.perf_counter() - started
 
     variants = {
         "fine-tuning (labels only)": fine_tuning,
-        "logit KD, cached teacher logits": lambda steps: distilling(steps, cached_logits),
-        "logit KD, teacher run online": lambda steps: distilling(steps, None),
+        "logit KD, cached teacher logits": lambda steps: distilling(steps, cached_logits, online=False),
+        "logit KD, teacher run online": lambda steps: distilling(steps, None, online=True),
+        "+ transfer set 25 % (its logits cached too)": lambda steps: distilling(
+            steps, cached_logits, online=False, transfer_ratio=0.25
+        ),
+        "+ augmentation substitute (teacher online)": lambda steps: distilling(
+            steps, cached_logits, online=True, augmentation="substitute"
+        ),
+        "+ augmentation mask (teacher online)": lambda steps: distilling(
+            steps, cached_logits, online=True, augmentation="mask"
+        ),
+        "general stage on general-en (hidden + attention losses, teacher online)": lambda steps: distilling(
+            steps, cached_logits, online=True, general=True, hidden_weight=1.0, attention_weight=1.0
+        ),
     }
     per_step: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
