@@ -26,7 +26,7 @@ from scipy.stats import mannwhitneyu
 
 from distilsearch.envs.bench_research import get_pair, reward_metric
 from distilsearch.kdlib.core.atomic import write_text_atomic
-from distilsearch.search.leaderboard import PAIR, RECORDS, Leaderboard, Record
+from distilsearch.search.leaderboard import NOT_ON_A_TABLE, PAIR, RECORDS, Leaderboard, Record
 
 REPORT = "leaderboard.md"
 PLOT = "leaderboard.png"
@@ -137,6 +137,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (a report should not name one machine's
+    home), else as it is."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else str(path)
+
+
 def _intro(board: Leaderboard) -> list[str]:
     bench, research = board.bench, board.bench.research
     first, second = get_pair(PAIR)
@@ -151,7 +158,7 @@ def _intro(board: Leaderboard) -> list[str]:
         ]
     return [
         *lines,
-        f"Bench: `{bench.table.path}` (space {bench.table.space_hash}), {research.candidates} candidates, "
+        f"Bench: `{_shown(bench.table.path)}` (space {bench.table.space_hash}), {research.candidates} candidates, "
         f"{research.rows} measured rows. Scored on {first.label} ({first.direction}) vs {second.label} "
         f"({second.direction}), reference point {front.reference}: the bench's true front holds {len(front.members)} "
         f"students, hypervolume {front.hypervolume:.6g}.",
@@ -224,7 +231,8 @@ def _research(board: Leaderboard) -> list[str]:
 
 def markdown(board: Leaderboard, rows: Sequence[Standing], compared: Sequence[Comparison]) -> str:
     """The leaderboard page: the bench and settings, standings, PPO against random, agents not run, bench research."""
-    skipped = [f"- `{name}`: {reason}." for name, reason in board.skipped.items()] or ["All agents asked for ran."]
+    not_run = {**NOT_ON_A_TABLE, **board.skipped}
+    skipped = [f"- `{name}`: {reason}." for name, reason in not_run.items()]
     sections = [
         _intro(board),
         _standings(board, rows),
