@@ -43,7 +43,15 @@ from distilsearch.kdlib.measure.latency import LatencyProtocol, measure_latency
 from distilsearch.kdlib.students.cutting import cut_student
 from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 
-SPEC = StudentSpec(num_layers=2, hidden_size=192, num_heads=6, ffn_size=768)
+SPEC = StudentSpec(
+    num_layers=2,
+    hidden_size=192,
+    num_heads=6,
+    ffn_size=768,
+    head_selection="position",
+    ffn_selection="position",
+    hidden_selection="position",
+)  # position cuts: no calibration batch needed, and the check is about precision and speed, not accuracy
 BATCH, MAX_LENGTH = 32, 64
 PROBE_LATENCY = LatencyProtocol(points=((1, 64),), warmup=1, repeats=3, num_threads=1)
 

@@ -327,6 +327,18 @@ def _check_count(name: str, value: object) -> None:
         raise ValueError(f"{name}={value!r} must be an int >= 0")
 
 
+def _check_local_gpus(num_gpus_per_eval: float) -> None:
+    """Refuse GPUs per evaluation that this machine's Ray does not have, instead of workers that wait for them until
+    ``startup_timeout_s`` (a cluster is not checked: its autoscaler may still add GPU nodes)."""
+    available = ray.cluster_resources().get("GPU", 0)
+    if num_gpus_per_eval > available:
+        raise ValueError(
+            f"num_gpus_per_eval={num_gpus_per_eval:g}, but the local Ray has {available:g} GPUs "
+            f"(torch sees CUDA: {torch.cuda.is_available()}); use 0 on a machine without CUDA, or pass the address of "
+            "a cluster with GPU nodes"
+        )
+
+
 class RayEvaluator:
     """Evaluates candidates on ``num_workers`` Ray actors; the driver writes the store (see the module docstring).
 
@@ -439,6 +451,8 @@ class RayEvaluator:
                 make_evaluator=worker_evaluator,
             )
             self._init_ray(address, num_cpus_per_eval, num_gpus_per_eval, dashboard, object_store_bytes)
+            if address is None:
+                _check_local_gpus(num_gpus_per_eval)
             self._shared = (settings, ray.put(package), ray.put(data.in_memory()))
             del package
             self._actor_class = ray.remote(EvaluationWorker).options(

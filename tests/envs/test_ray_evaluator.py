@@ -196,3 +196,10 @@ def test_bad_settings_are_rejected_before_ray_starts(tmp_path: Path) -> None:
         RayEvaluator(TOY_TASK, num_workers=0, run_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown fidelity 'fastest'"):
         RayEvaluator(TOY_TASK, num_workers=1, run_dir=tmp_path, fidelity="fastest")
+
+
+def test_gpus_the_local_ray_lacks_are_refused_at_once(pool: RayEvaluator, toy_teacher_and_task, tmp_path: Path) -> None:
+    teacher, task = toy_teacher_and_task
+    with pytest.raises(ValueError, match=r"num_gpus_per_eval=1, but the local Ray has 0 GPUs"):
+        RayEvaluator(task, teacher=teacher, num_workers=1, num_gpus_per_eval=1, run_dir=tmp_path, device="cpu")
+    assert ray.is_initialized(), "the Ray the evaluator did not start is left running"
