@@ -12,11 +12,26 @@ import torch
 from distilsearch.kdlib.core.versions import runtime_versions
 from distilsearch.kdlib.data.tasks import load_task
 from distilsearch.kdlib.student_evaluator import StudentEvaluator
-from distilsearch.kdlib.students.specs import KDConfig
+from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
 from distilsearch.kdlib.training.distiller import DistillationOutcome, distill
 from distilsearch.kdlib.training.teacher import get_teacher
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+TIMING_STUDENT = StudentSpec(
+    num_layers=2,
+    hidden_size=192,
+    num_heads=6,
+    ffn_size=768,
+    head_selection="position",
+    ffn_selection="position",
+    hidden_selection="position",
+)
+"""The student the step-time benchmarks cut from the teacher: cut by position, so no calibration batch is needed
+(they measure time, not accuracy)."""
+TIMING_STUDENT_LABEL = (
+    f"{TIMING_STUDENT.num_layers} layers, hidden {TIMING_STUDENT.hidden_size}, {TIMING_STUDENT.num_heads} heads, "
+    f"FFN {TIMING_STUDENT.ffn_size} (cut by position)"
+)
 
 
 def default_evaluator(task: str = "rt-polarity", progress: bool = False, **options: object) -> StudentEvaluator:

@@ -32,6 +32,8 @@ import torch
 
 from benchmarks.common import (
     RESULTS,
+    TIMING_STUDENT,
+    TIMING_STUDENT_LABEL,
     command_line,
     default_evaluator,
     distil_from,
@@ -41,17 +43,8 @@ from benchmarks.common import (
 from distilsearch.envs.store import EvaluationStore
 from distilsearch.kdlib.measure.latency import LatencyProtocol, measure_latency
 from distilsearch.kdlib.students.cutting import cut_student
-from distilsearch.kdlib.students.specs import KDConfig, StudentSpec
+from distilsearch.kdlib.students.specs import KDConfig
 
-SPEC = StudentSpec(
-    num_layers=2,
-    hidden_size=192,
-    num_heads=6,
-    ffn_size=768,
-    head_selection="position",
-    ffn_selection="position",
-    hidden_selection="position",
-)  # position cuts: no calibration batch needed, and the check is about precision and speed, not accuracy
 BATCH, MAX_LENGTH = 32, 64
 PROBE_LATENCY = LatencyProtocol(points=((1, 64),), warmup=1, repeats=3, num_threads=1)
 
@@ -138,7 +131,7 @@ def main() -> None:
     train, validation = sets["train"], sets["validation"].select(range(64))
     logits = evaluator.teacher_logits_for(train)
     torch.manual_seed(0)
-    student = cut_student(evaluator.teacher_model.cpu(), SPEC)
+    student = cut_student(evaluator.teacher_model.cpu(), TIMING_STUDENT)
 
     precision = check_precision(evaluator, student, train, validation, logits, device)
     cpu = torch.device("cpu")
@@ -153,7 +146,7 @@ def main() -> None:
         "# GPU check",
         f"Command: `{command_line()}`.",
         environment_line(),
-        f"Student {SPEC.num_layers}L-H{SPEC.hidden_size}-F{SPEC.ffn_size}, batch {BATCH}, length {MAX_LENGTH}.",
+        f"Student: {TIMING_STUDENT_LABEL}; batch {BATCH}, length {MAX_LENGTH}.",
         "## Precision",
         markdown_table(["phase", "seen (autocast, dtype)", "expected", "verdict"], precision),
         "## Logit-KD step time (cached teacher logits)",
