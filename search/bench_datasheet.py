@@ -131,6 +131,53 @@ def _ranges(results: Sequence[EvalResult]) -> list[list[object]]:
     ]
 
 
+def _cpu_model(result: EvalResult) -> str:
+    return str(result.provenance.get("hardware", {}).get("cpu_model", "unknown"))
+
+
+def hardware_rows(results: Sequence[EvalResult], point: tuple[int, int] = (1, 64)) -> list[list[object]]:
+    """Per CPU model that measured rows: their count, the teacher's median latency at ``point`` (batch, length) and
+    the median measured speed-up there of the fp32 and the int8 rows (speed-ups compare only within one CPU model)."""
+    by_cpu: dict[str, list[EvalResult]] = {}
+    for result in results:
+        if result.status == "ok":
+            by_cpu.setdefault(_cpu_model(result), []).append(result)
+
+    def median_of(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}" if values else "-"
+
+    rows: list[list[object]] = []
+    for cpu, chosen in sorted(by_cpu.items()):
+        points = [(r, p) for r in chosen for p in r.latency if (p.batch, p.seq_len) == point]
+        speedups = {bits: [p.speedup for r, p in points if r.candidate.spec.weight_bits == bits] for bits in (32, 8)}
+        rows.append(
+            [
+                cpu,
+                len(chosen),
+                median_of([p.teacher_median_ms for _, p in points if p.teacher_median_ms is not None]),
+                median_of(speedups[32]),
+                median_of(speedups[8]),
+            ]
+        )
+    return rows
+
+
+def _hardware_section(results: Sequence[EvalResult]) -> list[str]:
+    rows = hardware_rows(results)
+    header = ["CPU model", "rows", "teacher ms 1x64 (median)", "fp32 speed-up 1x64 (median)", "int8 (median)"]
+    lines = ["## Hardware", "", *_table(header, rows), ""]
+    if len(rows) > 1:
+        lines += [
+            f"**The rows were measured on {len(rows)} CPU models.** Latency depends on the model; the teacher is "
+            "timed beside every student, yet speed-ups measured on different models need not agree (int8 kernels "
+            "least of all), and each model measured a different share of the candidates. Compare latencies and "
+            "speed-ups within one CPU model (`provenance.hardware.cpu_model`), "
+            "or re-time the table on one machine before drawing conclusions from the latency axis.",
+            "",
+        ]
+    return lines
+
+
 def render_datasheet(table: BenchTable, surrogate_section: str | None = None) -> str:
     """The datasheet of ``table`` as Markdown; ``surrogate_section`` (Markdown) is included when given."""
     results = table.results()
@@ -186,6 +233,7 @@ def render_datasheet(table: BenchTable, surrogate_section: str | None = None) ->
         "",
         *_table(["metric", "min .. max over ok rows"], _ranges(results)),
         "",
+        *_hardware_section(results),
     ]
     if surrogate_section:
         lines += ["## Surrogate (off-table candidates)", "", surrogate_section.strip(), ""]

@@ -18,7 +18,7 @@ from distilsearch.envs.space import SearchSpace, TeacherShape
 from distilsearch.kdlib.data.task_registry import TaskData
 from distilsearch.kdlib.training.teacher import Teacher
 from distilsearch.search.bench_build import build_bench, build_plan, training_key
-from distilsearch.search.bench_datasheet import render_datasheet
+from distilsearch.search.bench_datasheet import hardware_rows, render_datasheet
 from distilsearch.search.cli.main import app
 
 runner = CliRunner()
@@ -184,3 +184,28 @@ def test_datasheet_reports_counts_hash_noise_and_sessions(toy, tmp_path: Path) -
     assert (tmp_path / "DATASHEET.md").read_text(encoding="utf-8").startswith("# KD-Bench datasheet")
     missing = runner.invoke(app, ["bench", "datasheet", "--table", str(tmp_path / "none.parquet")])
     assert missing.exit_code == 2 and "none.parquet: no bench table there" in missing.output
+
+
+def test_datasheet_warns_when_rows_were_timed_on_several_cpu_models(toy, tmp_path: Path) -> None:
+    space = tiny_space(toy[0])
+    path = tmp_path / "bench.parquet"
+    build_bench(live(toy), space, path, plan=build_plan(space, noise_trainings=0))
+    table = BenchTable.load(path)
+    one_model = render_datasheet(table)
+    assert "## Hardware" in one_model and "CPU models.**" not in one_model
+    results = table.results()
+    relabelled = [
+        r.model_copy(update={"provenance": r.provenance | {"hardware": {"cpu_model": "Other CPU", "cpus": 2}}})
+        if r.candidate.spec.num_layers == 2
+        else r
+        for r in results
+    ]
+    write_bench_table(
+        relabelled, path, space=space, task=table.evaluator.task, teacher_key=table.evaluator.teacher_key,
+        fidelity="full", build=table.build,
+    )  # fmt: skip
+    rows = hardware_rows(relabelled, point=FAST_LATENCY.points[0])
+    assert [row[0] for row in rows] == sorted({row[0] for row in rows}) and len(rows) == 2
+    assert sum(row[1] for row in rows) == len(results)
+    assert all(row[3] != "-" and row[4] != "-" for row in rows), "each model has fp32 and int8 speed-ups"
+    assert "**The rows were measured on 2 CPU models.**" in render_datasheet(BenchTable.load(path))
