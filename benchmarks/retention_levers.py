@@ -187,9 +187,17 @@ def report(rows: list[dict], combined: Mapping[str, object] | None) -> str:
     header = ["lever", "student", "seeds", "test retention", "OOD retention", *(f"OOD {s}" for s in sets)]
     header += ["speed-up 1x64", "train cost vs logit KD"]
     combo = "not yet measured" if combined is None else json.dumps(combined) if combined else "no lever beat logit KD"
+    planned = len(LEVERS) * len(KEY_STUDENTS) * len(SEEDS)
+    single = sum(1 for r in rows if r["lever"] in LEVERS)
+    status = (
+        f"**Partial: {single} of the {planned} single-lever runs measured so far** (rerun the command to continue)."
+        if single < planned
+        else f"All {planned} single-lever runs measured."
+    )
     return "\n\n".join(
         [
             "## Retention levers (issue 15): 3 seeds per row",
+            status,
             f"Command: `{command_line()}`; rows in `results/retention_levers.jsonl`.",
             environment_line(),
             f"Base recipe: {kd_config(EPOCHS).model_dump_json()}. Levers: "
